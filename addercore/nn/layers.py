@@ -1,0 +1,183 @@
+"""Layers: Adder2d (the AdderNet layer), Conv2d, BatchNorm2d, ReLU, AvgPool2d, Linear, Flatten.
+
+Parameter names follow the authors' PyTorch code, so their state dicts load unchanged: an adder
+layer's filters are ``adder``; BatchNorm has ``weight``, ``bias`` and the buffers
+``running_mean``, ``running_var``, ``num_batches_tracked``.
+Initialisation uses a module-level ``np.random.Generator`` (see :func:`manual_seed`) unless an
+explicit ``rng`` is passed.
+"""
+import math
+
+import numpy as np
+
+from .. import functional as F
+from ..ops._validate import as_pair, choice
+from .module import Module, Parameter
+
+__all__ = ["Adder2d", "Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d", "Linear", "Flatten",
+           "manual_seed"]
+
+_default_rng = np.random.default_rng(0)
+
+
+def manual_seed(seed):
+    """Seed the generator that initialises parameters when no ``rng`` is given."""
+    global _default_rng
+    _default_rng = np.random.default_rng(seed)
+
+
+def _rng(rng):
+    return _default_rng if rng is None else rng
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _kaiming_uniform(shape, fan_in, rng, dtype):
+    """PyTorch's default conv/linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)): the bound that
+    kaiming_uniform with a=sqrt(5) reduces to."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+class Adder2d(Module):
+    """Adder layer: ``y = -Σ|X_patch - F|`` (ℓ1) or ``-Σ(X_patch - F)²`` (ℓ2), no bias.
+
+    Parameters: ``adder`` (out_channels, in_channels, kh, kw), initialised N(0, 1) (spec §3).
+    ``eta`` is the adaptive-scaling coefficient the optimiser applies to this layer's filter
+    gradient (None disables it for this layer); ``filter_grad``/``input_grad`` choose the
+    substituted gradients (see :func:`addercore.ops.adder2d_backward`).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
+                 norm="l1", eta=0.2, filter_grad="full", input_grad=None, rng=None,
+                 dtype=np.float32):
+        super().__init__()
+        if bias:
+            raise ValueError("Adder2d has no bias (every adder layer is followed by BatchNorm)")
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.stride = as_pair(stride, "stride", 1)
+        self.padding = as_pair(padding, "padding", 0)
+        self.norm = choice(norm, "norm", ("l1", "l2"))
+        self.filter_grad = choice(filter_grad, "filter_grad", ("full", "sign"))
+        if input_grad is None:
+            input_grad = "hardtanh" if norm == "l1" else "exact"
+        self.input_grad = choice(input_grad, "input_grad", ("hardtanh", "sign", "exact"))
+        if eta is not None and not eta > 0:
+            raise ValueError(f"eta must be positive or None, got {eta!r}")
+        self.eta = eta
+        shape = (self.out_channels, self.in_channels) + self.kernel_size
+        self.adder = Parameter(_rng(rng).standard_normal(shape).astype(dtype))
+        # The optimiser reads this to apply the adaptive per-layer learning rate.
+        self.adder.adaptive_eta = eta
+
+    def forward(self, x):
+        return F.adder2d(x, self.adder, self.stride, self.padding, self.norm, self.filter_grad,
+                         self.input_grad)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, norm={self.norm!r}")
+
+
+class Conv2d(Module):
+    """Multiplication convolution; ``weight`` (out, in, kh, kw), optional ``bias`` (out,)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 rng=None, dtype=np.float32):
+        super().__init__()
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.stride = as_pair(stride, "stride", 1)
+        self.padding = as_pair(padding, "padding", 0)
+        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        shape = (self.out_channels, self.in_channels) + self.kernel_size
+        rng = _rng(rng)
+        self.weight = Parameter(_kaiming_uniform(shape, fan_in, rng, dtype))
+        self.bias = Parameter(_kaiming_uniform((self.out_channels,), fan_in, rng, dtype)) if bias else None
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
+
+
+class BatchNorm2d(Module):
+    """BatchNorm over (N, H, W) per channel: weight 1, bias 0, eps 1e-5, momentum 0.1.
+
+    Training normalises with the biased batch variance and updates ``running_var`` with the
+    unbiased one; ``num_batches_tracked`` (int64) counts training batches, as in PyTorch.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+        super().__init__()
+        self.num_features = _positive_int(num_features, "num_features")
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.weight = Parameter(np.ones(num_features, dtype=dtype))
+        self.bias = Parameter(np.zeros(num_features, dtype=dtype))
+        self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
+        self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
+        self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+
+    def forward(self, x):
+        if self.training:
+            self.num_batches_tracked = np.asarray(self.num_batches_tracked + 1, dtype=np.int64)
+        return F.batch_norm2d(x, self.weight, self.bias, self.running_mean, self.running_var,
+                              self.training, self.momentum, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class AvgPool2d(Module):
+    """Average pooling without padding; stride defaults to the kernel size."""
+
+    def __init__(self, kernel_size, stride=None):
+        super().__init__()
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else as_pair(stride, "stride", 1)
+
+    def forward(self, x):
+        return F.avg_pool2d(x, self.kernel_size, self.stride)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias``; weight (out, in), bias (out,)."""
+
+    def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features")
+        self.out_features = _positive_int(out_features, "out_features")
+        rng = _rng(rng)
+        self.weight = Parameter(_kaiming_uniform((out_features, in_features), in_features, rng, dtype))
+        self.bias = Parameter(_kaiming_uniform((out_features,), in_features, rng, dtype)) if bias else None
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class Flatten(Module):
+    """(N, ...) -> (N, prod(...))."""
+
+    def forward(self, x):
+        return F.flatten(x)

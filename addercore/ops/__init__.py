@@ -1,0 +1,276 @@
+"""Kernel API of addercore: validated functions on plain numpy arrays (NCHW, float32/float64).
+
+Every function checks its arguments, then runs the compiled kernel (``addercore.ops.fast``,
+backed by ``addercore_ext``) when the Cython backend is active and that kernel exists, or the
+numpy reference (:mod:`addercore.ops.reference`) otherwise. Both give the same results: the ℓ1
+adder forward bit for bit, the rest within rounding. Outputs have the inputs' dtype.
+
+``stride`` and ``padding`` are an int or a pair ``(h, w)``; kernels may be non-square.
+"""
+import numpy as np
+
+from .. import _backend
+from . import reference
+from ._validate import as_pair, choice, conv_geometry, float_array, same_dtype
+
+__all__ = [
+    "adder2d_forward",
+    "adder2d_backward",
+    "adaptive_scale",
+    "conv2d_forward",
+    "conv2d_backward",
+    "batch_norm2d_forward",
+    "batch_norm2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+    "relu_forward",
+    "relu_backward",
+    "linear_forward",
+    "linear_backward",
+    "cross_entropy_forward",
+    "cross_entropy_backward",
+    "output_size",
+]
+
+output_size = reference.output_size
+
+NORMS = ("l1", "l2")
+FILTER_GRADS = ("full", "sign")
+INPUT_GRADS = ("hardtanh", "sign", "exact")
+
+
+def _impl(name):
+    """The compiled implementation of ``name`` if active and available, else the reference."""
+    fast = _backend.fast_module()
+    if fast is not None:
+        fn = getattr(fast, name, None)
+        if fn is not None:
+            return fn
+    return getattr(reference, name)
+
+
+def _conv_args(x, weight, stride, padding, kind):
+    x = float_array(x, "x", 4, "(N, Cin, H, W)")
+    weight = float_array(weight, "weight", 4, "(Cout, Cin, kh, kw)")
+    same_dtype(x=x, weight=weight)
+    stride = as_pair(stride, "stride", 1)
+    padding = as_pair(padding, "padding", 0)
+    out_hw = conv_geometry(x, weight, stride, padding)
+    return x, weight, stride, padding, out_hw
+
+
+def _grad_output(grad_output, x, weight, out_hw):
+    g = float_array(grad_output, "grad_output", 4, "(N, Cout, Ho, Wo)")
+    expected = (x.shape[0], weight.shape[0]) + tuple(out_hw)
+    if g.shape != expected:
+        raise ValueError(f"grad_output must have shape {expected}, got {g.shape}")
+    same_dtype(x=x, grad_output=g)
+    return g
+
+
+# --------------------------------------------------------------------------------------------
+# Adder layer
+# --------------------------------------------------------------------------------------------
+def adder2d_forward(x, weight, stride=1, padding=0, norm="l1"):
+    """Adder layer forward (spec §1).
+
+    x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw), same float dtype.
+    Returns y: (N, Cout, Ho, Wo) with ``y = -Σ|Xp_patch - F|`` (``norm="l1"``) or
+    ``-Σ(Xp_patch - F)²`` (``norm="l2"``), summed in the canonical order (c, i, j ascending).
+    """
+    x, weight, stride, padding, _ = _conv_args(x, weight, stride, padding, "adder")
+    choice(norm, "norm", NORMS)
+    return _impl("adder2d_forward")(x, weight, stride, padding, norm)
+
+
+def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1",
+                     filter_grad="full", input_grad=None):
+    """Adder layer backward with the substituted gradients of spec §2.
+
+    x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw); grad_output: (N, Cout, Ho, Wo).
+    filter_grad: "full" (``Σ (X - F)·G``, default; for ℓ2 the exact ``Σ 2(X - F)·G``) or
+    "sign" (``Σ sgn(X - F)·G``). input_grad: "hardtanh" (``Σ_t clip(F - X, -1, 1)·G``), "sign"
+    (``Σ_t -sgn(X - F)·G``) or "exact"; default "hardtanh" for ℓ1 and "exact" for ℓ2.
+    Returns (grad_input (N, Cin, H, W), grad_weight (Cout, Cin, kh, kw)); the filter gradient
+    is raw, before :func:`adaptive_scale`.
+    """
+    x, weight, stride, padding, out_hw = _conv_args(x, weight, stride, padding, "adder")
+    choice(norm, "norm", NORMS)
+    choice(filter_grad, "filter_grad", FILTER_GRADS)
+    if input_grad is None:
+        input_grad = "hardtanh" if norm == "l1" else "exact"
+    choice(input_grad, "input_grad", INPUT_GRADS)
+    g = _grad_output(grad_output, x, weight, out_hw)
+    return _impl("adder2d_backward")(x, weight, g, stride, padding, norm, filter_grad, input_grad)
+
+
+def adaptive_scale(grad_weight, eta=0.2):
+    """Adaptive per-layer scaling: ``g · η·sqrt(g.size) / max(‖g‖₂, 1e-12)`` (same dtype)."""
+    g = float_array(grad_weight, "grad_weight")
+    if not np.isscalar(eta) or isinstance(eta, (bool, str)) or not eta > 0:
+        raise ValueError(f"eta must be a positive number, got {eta!r}")
+    return reference.adaptive_scale(g, float(eta))
+
+
+# --------------------------------------------------------------------------------------------
+# Convolution
+# --------------------------------------------------------------------------------------------
+def conv2d_forward(x, weight, stride=1, padding=0, bias=None):
+    """Convolution (cross-correlation) via im2col + GEMM.
+
+    x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw); bias: (Cout,) or None -> (N, Cout, Ho, Wo).
+    """
+    x, weight, stride, padding, _ = _conv_args(x, weight, stride, padding, "conv")
+    y = _impl("conv2d_forward")(x, weight, stride, padding)
+    if bias is not None:
+        bias = float_array(bias, "bias", 1, "(Cout,)")
+        same_dtype(x=x, bias=bias)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
+        y += bias[None, :, None, None]
+    return y
+
+
+def conv2d_backward(x, weight, grad_output, stride=1, padding=0):
+    """Convolution backward -> (grad_input (N, Cin, H, W), grad_weight (Cout, Cin, kh, kw)).
+
+    The bias gradient, if any, is ``grad_output.sum(axis=(0, 2, 3))``.
+    """
+    x, weight, stride, padding, out_hw = _conv_args(x, weight, stride, padding, "conv")
+    g = _grad_output(grad_output, x, weight, out_hw)
+    return _impl("conv2d_backward")(x, weight, g, stride, padding)
+
+
+# --------------------------------------------------------------------------------------------
+# BatchNorm, pooling, activation, classifier, loss
+# --------------------------------------------------------------------------------------------
+def _channel_vector(a, name, channels, dtype):
+    a = float_array(a, name, 1, "(C,)")
+    if a.shape[0] != channels:
+        raise ValueError(f"{name} must have shape ({channels},), got {a.shape}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} like x, got {a.dtype}")
+    return a
+
+
+def batch_norm2d_forward(x, weight, bias, running_mean=None, running_var=None, training=True,
+                         momentum=0.1, eps=1e-5):
+    """BatchNorm2d. x: (N, C, H, W); weight, bias, running_mean, running_var: (C,).
+
+    training=True normalises with batch statistics (biased variance) and, when running
+    buffers are given, updates them **in place** (momentum, unbiased variance); training=False
+    uses the running buffers. Returns ``(y, mean, invstd)`` for :func:`batch_norm2d_backward`.
+    """
+    x = float_array(x, "x", 4, "(N, C, H, W)")
+    c = x.shape[1]
+    weight = _channel_vector(weight, "weight", c, x.dtype)
+    bias = _channel_vector(bias, "bias", c, x.dtype)
+    for name, buf in (("running_mean", running_mean), ("running_var", running_var)):
+        if buf is not None:
+            if not isinstance(buf, np.ndarray) or not buf.flags.c_contiguous:
+                raise TypeError(f"{name} must be a C-contiguous numpy.ndarray (updated in place)")
+            _channel_vector(buf, name, c, x.dtype)
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("training=False needs running_mean and running_var")
+    if training and x.shape[0] * x.shape[2] * x.shape[3] < 2:
+        raise ValueError(
+            f"training BatchNorm needs more than one value per channel, got x shape {x.shape}"
+        )
+    return _impl("batch_norm2d_forward")(
+        x, weight, bias, running_mean, running_var, bool(training), float(momentum), float(eps)
+    )
+
+
+def batch_norm2d_backward(x, weight, grad_output, mean, invstd, training=True):
+    """BatchNorm2d backward -> (grad_input (N, C, H, W), grad_weight (C,), grad_bias (C,))."""
+    x = float_array(x, "x", 4, "(N, C, H, W)")
+    g = float_array(grad_output, "grad_output", 4, "(N, C, H, W)")
+    if g.shape != x.shape:
+        raise ValueError(f"grad_output must have shape {x.shape}, got {g.shape}")
+    c = x.shape[1]
+    weight = _channel_vector(weight, "weight", c, x.dtype)
+    mean = _channel_vector(mean, "mean", c, x.dtype)
+    invstd = _channel_vector(invstd, "invstd", c, x.dtype)
+    return _impl("batch_norm2d_backward")(x, weight, g, mean, invstd, bool(training))
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None):
+    """Average pooling, no padding. x: (N, C, H, W) -> (N, C, Ho, Wo); stride defaults to kernel."""
+    x = float_array(x, "x", 4, "(N, C, H, W)")
+    kernel = as_pair(kernel_size, "kernel_size", 1)
+    stride = kernel if stride is None else as_pair(stride, "stride", 1)
+    if kernel[0] > x.shape[2] or kernel[1] > x.shape[3]:
+        raise ValueError(f"kernel_size {kernel} is larger than the input {x.shape[2:]}")
+    return _impl("avg_pool2d_forward")(x, kernel, stride)
+
+
+def avg_pool2d_backward(x_shape, grad_output, kernel_size, stride=None):
+    """Average pooling backward -> grad_input of shape ``x_shape``."""
+    g = float_array(grad_output, "grad_output", 4, "(N, C, Ho, Wo)")
+    kernel = as_pair(kernel_size, "kernel_size", 1)
+    stride = kernel if stride is None else as_pair(stride, "stride", 1)
+    return _impl("avg_pool2d_backward")(tuple(x_shape), g, kernel, stride)
+
+
+def relu_forward(x):
+    """max(x, 0), elementwise, any shape."""
+    return _impl("relu_forward")(float_array(x, "x"))
+
+
+def relu_backward(x, grad_output):
+    """grad_output where x > 0, else 0."""
+    x = float_array(x, "x")
+    g = float_array(grad_output, "grad_output")
+    if g.shape != x.shape:
+        raise ValueError(f"grad_output must have shape {x.shape}, got {g.shape}")
+    return _impl("relu_backward")(x, g)
+
+
+def linear_forward(x, weight, bias=None):
+    """x: (N, in); weight: (out, in); bias: (out,) or None -> (N, out)."""
+    x = float_array(x, "x", 2, "(N, in_features)")
+    weight = float_array(weight, "weight", 2, "(out_features, in_features)")
+    same_dtype(x=x, weight=weight)
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} features but weight expects {weight.shape[1]}")
+    if bias is not None:
+        bias = float_array(bias, "bias", 1, "(out_features,)")
+        same_dtype(x=x, bias=bias)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    return _impl("linear_forward")(x, weight, bias)
+
+
+def linear_backward(x, weight, grad_output):
+    """-> (grad_input (N, in), grad_weight (out, in), grad_bias (out,))."""
+    x = float_array(x, "x", 2, "(N, in_features)")
+    weight = float_array(weight, "weight", 2, "(out_features, in_features)")
+    g = float_array(grad_output, "grad_output", 2, "(N, out_features)")
+    if g.shape != (x.shape[0], weight.shape[0]):
+        raise ValueError(f"grad_output must have shape {(x.shape[0], weight.shape[0])}, got {g.shape}")
+    return _impl("linear_backward")(x, weight, g)
+
+
+def _targets(targets, logits):
+    t = np.asarray(targets)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"targets must be an integer array of class indices, got dtype {t.dtype}")
+    if t.shape != (logits.shape[0],):
+        raise ValueError(f"targets must have shape ({logits.shape[0]},), got {t.shape}")
+    if t.size and (t.min() < 0 or t.max() >= logits.shape[1]):
+        raise ValueError(f"targets must lie in [0, {logits.shape[1]}), got range [{t.min()}, {t.max()}]")
+    return t.astype(np.intp, copy=False)
+
+
+def cross_entropy_forward(logits, targets):
+    """Mean cross-entropy: logits (N, classes) float, targets (N,) int -> 0-d array."""
+    logits = float_array(logits, "logits", 2, "(N, classes)")
+    if logits.shape[0] == 0:
+        raise ValueError("cross_entropy needs at least one sample, got logits shape (0, ...)")
+    return _impl("cross_entropy_forward")(logits, _targets(targets, logits))
+
+
+def cross_entropy_backward(logits, targets, grad_output=1.0):
+    """Gradient of the mean cross-entropy w.r.t. logits: (N, classes)."""
+    logits = float_array(logits, "logits", 2, "(N, classes)")
+    return _impl("cross_entropy_backward")(logits, _targets(targets, logits), grad_output)

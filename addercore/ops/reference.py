@@ -1,0 +1,339 @@
+"""Numpy reference implementation of every addercore kernel.
+
+This module is the executable form of the spec (``shared/spec/addernet.md``). It is written for
+clarity and for exactness, not for speed: the compiled kernels in ``addercore_ext`` are tested
+against it, and the golden values for other ports are generated from it.
+
+All functions take already-validated arguments (see :mod:`addercore.ops` for the public,
+validating wrappers): C-contiguous arrays of one float dtype (float32 or float64), NCHW layout,
+``stride=(sh, sw)`` and ``padding=(ph, pw)`` int tuples. Outputs have the inputs' dtype.
+
+Canonical summation order of the adder forward (spec §1): every output element is a single
+accumulator, starting at 0, to which ``|x - f|`` (or ``(x - f)²``) of each tap is added in the
+order ``c``, then ``i``, then ``j``, ascending, in the arrays' dtype; the output is the negated
+accumulator. The loop below runs over taps in that order and is vectorised over outputs, so
+every element follows exactly that chain of roundings. The backward passes and the other ops
+use numpy's own reductions and are matched within tolerances, not bit for bit.
+"""
+import numpy as np
+
+__all__ = [
+    "output_size",
+    "pad_input",
+    "adder2d_forward",
+    "adder2d_backward",
+    "conv2d_forward",
+    "conv2d_backward",
+    "batch_norm2d_forward",
+    "batch_norm2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+    "relu_forward",
+    "relu_backward",
+    "linear_forward",
+    "linear_backward",
+    "cross_entropy_forward",
+    "cross_entropy_backward",
+    "adaptive_scale",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Shared geometry
+# --------------------------------------------------------------------------------------------
+def output_size(in_size, kernel, stride, padding):
+    """``(in + 2·padding - kernel) // stride + 1`` (spec notation ``Ho``/``Wo``)."""
+    return (in_size + 2 * padding - kernel) // stride + 1
+
+
+def pad_input(x, padding):
+    """Zero-pad the two spatial axes of ``x`` (N, C, H, W) by ``padding=(ph, pw)``."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def _tap_view(xp, i, j, stride, out_hw):
+    """View of ``Xp[:, :, h·sh + i, w·sw + j]`` for all output positions: (N, C, Ho, Wo)."""
+    sh, sw = stride
+    ho, wo = out_hw
+    return xp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+
+
+def _geometry(x, weight, stride, padding):
+    _, _, h, w = x.shape
+    _, _, kh, kw = weight.shape
+    ho = output_size(h, kh, stride[0], padding[0])
+    wo = output_size(w, kw, stride[1], padding[1])
+    return kh, kw, ho, wo
+
+
+# --------------------------------------------------------------------------------------------
+# Adder layer (spec §1-2)
+# --------------------------------------------------------------------------------------------
+def adder2d_forward(x, weight, stride, padding, norm):
+    """Adder forward. x (N, Cin, H, W), weight (Cout, Cin, kh, kw) -> y (N, Cout, Ho, Wo).
+
+    ``norm="l1"``: ``y = -Σ |Xp_patch - F|``; ``norm="l2"``: ``y = -Σ (Xp_patch - F)²``.
+    Summed tap by tap in the canonical order (c, i, j ascending) in the arrays' dtype.
+    """
+    n = x.shape[0]
+    cout, cin = weight.shape[:2]
+    kh, kw, ho, wo = _geometry(x, weight, stride, padding)
+    xp = pad_input(x, padding)
+    acc = np.zeros((n, cout, ho, wo), dtype=x.dtype)
+    for c in range(cin):
+        for i in range(kh):
+            for j in range(kw):
+                patch = _tap_view(xp, i, j, stride, (ho, wo))[:, c]  # (N, Ho, Wo)
+                diff = patch[:, None, :, :] - weight[None, :, c, i, j, None, None]
+                if norm == "l1":
+                    acc += np.abs(diff)
+                else:
+                    acc += diff * diff
+    return np.negative(acc, out=acc)
+
+
+def _input_grad_factor(diff, norm, input_grad):
+    """∂y/∂x per tap for ``diff = Xp_patch - F`` under the chosen input-gradient rule."""
+    if input_grad == "hardtanh":  # HardTanh(F - X), bounds inclusive (main paper)
+        return np.clip(-diff, -1.0, 1.0)
+    if norm == "l2" and input_grad == "exact":  # d/dx of -(x - f)²
+        return -2.0 * diff
+    # "sign", and "exact" for l1: the true gradient of -|x - f|
+    return -np.sign(diff)
+
+
+def _filter_grad_factor(diff, norm, filter_grad):
+    """∂y/∂f per tap for ``diff = Xp_patch - F`` under the chosen filter-gradient rule."""
+    if filter_grad == "sign":
+        return np.sign(diff)  # true gradient of -|x - f|
+    if norm == "l2":
+        return 2.0 * diff  # exact gradient of -(x - f)²
+    return diff  # full-precision gradient X - F (supplement Eq. 3)
+
+
+def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad, input_grad):
+    """Adder backward (substituted gradients, spec §2).
+
+    x (N, Cin, H, W), weight (Cout, Cin, kh, kw), grad_output (N, Cout, Ho, Wo) ->
+    (grad_input (N, Cin, H, W), grad_weight (Cout, Cin, kh, kw)); the filter gradient is raw,
+    before adaptive scaling. ``input_grad`` is "hardtanh", "sign" or "exact".
+    """
+    cin = weight.shape[1]
+    kh, kw, ho, wo = _geometry(x, weight, stride, padding)
+    sh, sw = stride
+    ph, pw = padding
+    xp = pad_input(x, padding)
+    grad_xp = np.zeros_like(xp)
+    grad_weight = np.zeros_like(weight)
+    g = grad_output
+    for c in range(cin):
+        for i in range(kh):
+            for j in range(kw):
+                patch = _tap_view(xp, i, j, stride, (ho, wo))[:, c]  # (N, Ho, Wo)
+                diff = patch[:, None, :, :] - weight[None, :, c, i, j, None, None]
+                grad_weight[:, c, i, j] = np.sum(
+                    _filter_grad_factor(diff, norm, filter_grad) * g, axis=(0, 2, 3)
+                )
+                contrib = np.sum(_input_grad_factor(diff, norm, input_grad) * g, axis=1)
+                grad_xp[:, c, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += contrib
+    h, w = x.shape[2:]
+    grad_input = np.ascontiguousarray(grad_xp[:, :, ph : ph + h, pw : pw + w])
+    return grad_input, grad_weight
+
+
+def adaptive_scale(grad_weight, eta):
+    """Adaptive learning-rate scaling of one adder layer's filter gradient (main paper Eq. 13).
+
+    Returns ``g · η·sqrt(k) / max(‖g‖₂, 1e-12)`` with ``k = g.size``, in ``g``'s dtype.
+    """
+    g = grad_weight
+    norm = np.sqrt(np.sum(np.square(g, dtype=np.float64)))
+    factor = eta * np.sqrt(g.size) / max(norm, 1e-12)
+    return (g * g.dtype.type(factor)).astype(g.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Multiplication convolution (im2col + GEMM)
+# --------------------------------------------------------------------------------------------
+def im2col(x, kernel, stride, padding):
+    """Patch matrix of x (N, C, H, W): (N, C·kh·kw, Ho·Wo), rows ordered (c, i, j)."""
+    n, c = x.shape[:2]
+    kh, kw = kernel
+    ho = output_size(x.shape[2], kh, stride[0], padding[0])
+    wo = output_size(x.shape[3], kw, stride[1], padding[1])
+    xp = pad_input(x, padding)
+    cols = np.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = _tap_view(xp, i, j, stride, (ho, wo))
+    return cols.reshape(n, c * kh * kw, ho * wo)
+
+
+def col2im(cols, x_shape, kernel, stride, padding):
+    """Adjoint of :func:`im2col`: sum (N, C·kh·kw, Ho·Wo) patches back into (N, C, H, W)."""
+    n, c, h, w = x_shape
+    kh, kw = kernel
+    sh, sw = stride
+    ph, pw = padding
+    ho = output_size(h, kh, sh, ph)
+    wo = output_size(w, kw, sw, pw)
+    cols = cols.reshape(n, c, kh, kw, ho, wo)
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += cols[:, :, i, j]
+    return np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])
+
+
+def conv2d_forward(x, weight, stride, padding):
+    """Convolution (cross-correlation, no bias). x (N, Cin, H, W), weight (Cout, Cin, kh, kw)
+    -> y (N, Cout, Ho, Wo)."""
+    cout = weight.shape[0]
+    kh, kw, ho, wo = _geometry(x, weight, stride, padding)
+    cols = im2col(x, (kh, kw), stride, padding)  # (N, K, P)
+    y = np.matmul(weight.reshape(cout, -1), cols)  # (N, Cout, P)
+    return y.reshape(x.shape[0], cout, ho, wo)
+
+
+def conv2d_backward(x, weight, grad_output, stride, padding):
+    """Convolution backward -> (grad_input (N, Cin, H, W), grad_weight (Cout, Cin, kh, kw))."""
+    n = x.shape[0]
+    cout = weight.shape[0]
+    kh, kw = weight.shape[2:]
+    cols = im2col(x, (kh, kw), stride, padding)  # (N, K, P)
+    g = grad_output.reshape(n, cout, -1)  # (N, Cout, P)
+    grad_weight = np.einsum("nop,nkp->ok", g, cols).reshape(weight.shape)
+    grad_cols = np.matmul(weight.reshape(cout, -1).T, g)  # (N, K, P)
+    grad_input = col2im(grad_cols, x.shape, (kh, kw), stride, padding)
+    return grad_input, grad_weight.astype(weight.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# BatchNorm2d
+# --------------------------------------------------------------------------------------------
+def batch_norm2d_forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
+    """BatchNorm over (N, H, W) per channel. x (N, C, H, W); weight, bias, running_* (C,).
+
+    Training: normalises with the batch mean and the **biased** batch variance, and updates
+    ``running_mean``/``running_var`` **in place** with momentum and the **unbiased** variance
+    (as PyTorch does). Eval: normalises with the running estimates.
+    Returns ``(y, mean, invstd)``; ``mean``/``invstd`` (C,) are what :func:`batch_norm2d_backward`
+    needs.
+    """
+    axes = (0, 2, 3)
+    if training:
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        mean = x.mean(axis=axes)
+        centered = x - mean[None, :, None, None]  # two-pass variance: adder outputs are ~1e3
+        var = np.mean(centered * centered, axis=axes)
+        invstd = 1.0 / np.sqrt(var + eps)
+        if running_mean is not None:
+            unbiased = var * (count / max(count - 1, 1))
+            running_mean *= 1.0 - momentum
+            running_mean += momentum * mean
+            running_var *= 1.0 - momentum
+            running_var += momentum * unbiased
+    else:
+        mean = running_mean
+        invstd = 1.0 / np.sqrt(running_var + eps)
+        centered = x - mean[None, :, None, None]
+    mean = mean.astype(x.dtype, copy=False)
+    invstd = invstd.astype(x.dtype, copy=False)
+    y = centered * (invstd * weight)[None, :, None, None] + bias[None, :, None, None]
+    return y.astype(x.dtype, copy=False), mean, invstd
+
+
+def batch_norm2d_backward(x, weight, grad_output, mean, invstd, training):
+    """BatchNorm backward -> (grad_input (N, C, H, W), grad_weight (C,), grad_bias (C,))."""
+    axes = (0, 2, 3)
+    xhat = (x - mean[None, :, None, None]) * invstd[None, :, None, None]
+    g = grad_output
+    grad_bias = g.sum(axis=axes)
+    grad_weight = (g * xhat).sum(axis=axes)
+    scale = (weight * invstd)[None, :, None, None]
+    if training:
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        grad_input = scale * (
+            g
+            - (grad_bias / count)[None, :, None, None]
+            - xhat * (grad_weight / count)[None, :, None, None]
+        )
+    else:
+        grad_input = scale * g
+    return grad_input.astype(x.dtype, copy=False), grad_weight, grad_bias
+
+
+# --------------------------------------------------------------------------------------------
+# Pooling, activation, classifier
+# --------------------------------------------------------------------------------------------
+def avg_pool2d_forward(x, kernel, stride):
+    """Average pooling without padding. x (N, C, H, W) -> (N, C, Ho, Wo)."""
+    kh, kw = kernel
+    ho = output_size(x.shape[2], kh, stride[0], 0)
+    wo = output_size(x.shape[3], kw, stride[1], 0)
+    acc = np.zeros(x.shape[:2] + (ho, wo), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            acc += _tap_view(x, i, j, stride, (ho, wo))
+    return acc / x.dtype.type(kh * kw)
+
+
+def avg_pool2d_backward(x_shape, grad_output, kernel, stride):
+    """Average pooling backward -> grad_input of shape ``x_shape``."""
+    kh, kw = kernel
+    sh, sw = stride
+    ho, wo = grad_output.shape[2:]
+    grad_input = np.zeros(x_shape, dtype=grad_output.dtype)
+    share = grad_output / grad_output.dtype.type(kh * kw)
+    for i in range(kh):
+        for j in range(kw):
+            grad_input[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += share
+    return grad_input
+
+
+def relu_forward(x):
+    """max(x, 0), elementwise."""
+    return np.maximum(x, 0)
+
+
+def relu_backward(x, grad_output):
+    """Gradient of ReLU: passes where x > 0."""
+    return np.where(x > 0, grad_output, grad_output.dtype.type(0))
+
+
+def linear_forward(x, weight, bias):
+    """x (N, in) @ weight.T (out, in) + bias (out,) -> (N, out). ``bias`` may be None."""
+    y = x @ weight.T
+    if bias is not None:
+        y += bias
+    return y
+
+
+def linear_backward(x, weight, grad_output):
+    """-> (grad_input (N, in), grad_weight (out, in), grad_bias (out,))."""
+    return grad_output @ weight, grad_output.T @ x, grad_output.sum(axis=0)
+
+
+def _log_softmax(logits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def cross_entropy_forward(logits, targets):
+    """Mean cross-entropy of logits (N, classes) against integer targets (N,): a 0-d array.
+
+    Uses a max-shifted log-softmax, so large logits do not overflow.
+    """
+    logp = _log_softmax(logits)
+    return -np.mean(logp[np.arange(logits.shape[0]), targets])
+
+
+def cross_entropy_backward(logits, targets, grad_output=1.0):
+    """Gradient of :func:`cross_entropy_forward` w.r.t. logits: (softmax - onehot) / N."""
+    n = logits.shape[0]
+    probs = np.exp(_log_softmax(logits))
+    probs[np.arange(n), targets] -= 1.0
+    return (probs * (grad_output / n)).astype(logits.dtype, copy=False)

@@ -1,0 +1,220 @@
+"""Autograd-lite: a Tensor that records how it was made, and one backward pass over the graph.
+
+Same idea as micrograd's ``engine.py``, at array granularity: each op in
+:mod:`addercore.functional` computes its output with :mod:`addercore.ops`, then attaches a small
+``_backward`` closure that turns the output's gradient into its inputs' gradients.
+:meth:`Tensor.backward` sorts the graph topologically once and runs the closures in reverse.
+
+After backward the graph is freed (closures, parent links and intermediate gradients are
+dropped), so memory stays flat over thousands of steps. Gradients of leaves that require them
+(parameters) accumulate in ``.grad`` until zeroed, as in PyTorch.
+"""
+import contextlib
+
+import numpy as np
+
+__all__ = ["Tensor", "no_grad", "is_grad_enabled"]
+
+_grad_enabled = True
+
+
+def is_grad_enabled():
+    """True unless inside :func:`no_grad`."""
+    return _grad_enabled
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Context manager: ops inside record no graph (inference, optimiser updates)."""
+    global _grad_enabled
+    previous = _grad_enabled
+    _grad_enabled = False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+class Tensor:
+    """A numpy array (``.data``) with an optional gradient (``.grad``, same shape and dtype).
+
+    ``requires_grad=True`` marks a leaf whose gradient is wanted (parameters). Tensors made by
+    ops require a gradient when any input does and grad mode is on.
+    """
+
+    __array_priority__ = 100  # so ndarray <op> Tensor defers to Tensor's reflected operators
+
+    def __init__(self, data, requires_grad=False):
+        if isinstance(data, Tensor):
+            data = data.data
+        self.data = np.asarray(data)
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._parents = ()
+        self._backward = None
+        self._op = ""
+        self.name = None  # set by modules for their parameters (clear error messages)
+
+    # -- construction helpers used by the ops -----------------------------------------------
+    @classmethod
+    def _from_op(cls, data, parents, backward, op):
+        """Output of an op: records ``parents`` and ``backward`` only when a gradient is needed."""
+        out = cls(data)
+        if _grad_enabled and any(p.requires_grad for p in parents):
+            out.requires_grad = True
+            out._parents = tuple(parents)
+            out._backward = backward
+            out._op = op
+        return out
+
+    def _accumulate(self, grad):
+        """Add ``grad`` into ``self.grad`` (creating it) when this tensor wants a gradient."""
+        if not self.requires_grad:
+            return
+        grad = np.asarray(grad, dtype=self.data.dtype)
+        if grad.shape != self.data.shape:
+            raise RuntimeError(
+                f"internal error: gradient of shape {grad.shape} for a tensor of shape "
+                f"{self.data.shape} (op {self._op or 'leaf'})"
+            )
+        if self.grad is None:
+            # Leaves get their own copy: one array may be handed to several inputs (add), and
+            # users and optimisers may modify a leaf's .grad in place. Intermediate gradients
+            # are only read by the engine, so they are kept without copying.
+            self.grad = grad.copy() if not self._parents else grad
+        else:
+            self.grad = self.grad + grad
+
+    # -- autograd ---------------------------------------------------------------------------
+    def backward(self, grad=None):
+        """Back-propagate from this tensor; ``grad`` defaults to 1 for a single-element tensor.
+
+        Runs every recorded ``_backward`` once, in reverse topological order, then frees the
+        graph. Leaves keep (and accumulate) their ``.grad``; intermediate gradients are dropped.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require a gradient")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() without a gradient needs a single-element tensor, got shape "
+                    f"{self.data.shape}"
+                )
+            grad = np.ones_like(self.data)
+        order = self._topological_order()
+        self._accumulate(grad)
+        for node in reversed(order):
+            if node._backward is not None and node.grad is not None:
+                node._backward(node.grad)
+        for node in order:  # free the graph: closures hold activations
+            if node._parents:
+                node.grad = None
+            node._backward = None
+            node._parents = ()
+
+    def _topological_order(self):
+        """Nodes reachable from self, parents before children (iterative: deep graphs are fine)."""
+        order, seen = [], set()
+        stack = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            for parent in node._parents:
+                if id(parent) not in seen:
+                    stack.append((parent, False))
+        return order
+
+    def detach(self):
+        """A tensor sharing this data, outside any graph."""
+        return Tensor(self.data)
+
+    def numpy(self):
+        """The underlying numpy array (not a copy)."""
+        return self.data
+
+    def item(self):
+        """The single element as a Python number."""
+        return self.data.item()
+
+    # -- array-like surface ------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor(shape={self.data.shape}, dtype={self.data.dtype}{grad})"
+
+    # -- elementwise arithmetic (the ops live in addercore.functional) --------------------------
+    def __add__(self, other):
+        from . import functional
+
+        return functional.add(self, other)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        from . import functional
+
+        return functional.add(self, functional.neg(_as_tensor(other, self)))
+
+    def __rsub__(self, other):
+        from . import functional
+
+        return functional.add(functional.neg(self), other)
+
+    def __neg__(self):
+        from . import functional
+
+        return functional.neg(self)
+
+    def __mul__(self, other):
+        from . import functional
+
+        return functional.mul(self, other)
+
+    __rmul__ = __mul__
+
+    def sum(self):
+        from . import functional
+
+        return functional.sum(self)
+
+    def mean(self):
+        from . import functional
+
+        return functional.mean(self)
+
+    def reshape(self, *shape):
+        from . import functional
+
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return functional.reshape(self, shape)
+
+
+def _as_tensor(value, like):
+    if isinstance(value, Tensor):
+        return value
+    return Tensor(np.asarray(value, dtype=like.data.dtype))

@@ -1,0 +1,54 @@
+"""Thread control shared by the OpenMP kernels and the BLAS pool.
+
+``set_num_threads(n)`` sets both; ``num_threads(n)`` is the scoped version. Kernels read
+:func:`get_num_threads` at each call, so the setting applies to the next call. Results never
+depend on it: every kernel partitions work so that each output is summed by one thread in a
+fixed order.
+"""
+import contextlib
+import os
+
+from threadpoolctl import threadpool_limits
+
+_num_threads = None
+_blas_limiter = None
+
+
+def _default():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def get_num_threads():
+    """Number of threads the kernels and BLAS use (int >= 1); default: the usable cores."""
+    return _num_threads if _num_threads is not None else _default()
+
+
+def set_num_threads(n):
+    """Use ``n`` threads (int >= 1) for the OpenMP kernels and the BLAS pool."""
+    global _num_threads, _blas_limiter
+    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+        raise TypeError(f"n must be an int >= 1, got {type(n).__name__}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n}")
+    _num_threads = n
+    _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """Context manager: run the block with ``n`` threads, then restore the previous setting."""
+    global _num_threads, _blas_limiter
+    previous, previous_limiter = _num_threads, _blas_limiter
+    limiter = threadpool_limits(limits=int(n), user_api="blas") if isinstance(n, int) else None
+    try:
+        set_num_threads(n)
+        yield
+    finally:
+        _num_threads = previous
+        _blas_limiter = previous_limiter
+        if limiter is not None:
+            limiter.restore_original_info()
