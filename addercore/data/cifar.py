@@ -1,0 +1,169 @@
+"""CIFAR-10 / CIFAR-100 from the standard "python version" batch files, without any framework.
+
+Accepted locations (``root``): the extracted folder itself (``cifar-10-batches-py/``), a
+directory containing it, the ``.tar.gz`` archive, or a directory containing the archive. The
+archive is read member by member in memory (nothing is extracted to disk). Batches are pickles;
+they are read with addercore's restricted unpickler (numpy arrays only, no code execution).
+"""
+import os
+import tarfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..safe_pickle import RefusedGlobalError, cifar_globals, restricted_load
+from .download import DataNotFoundError, default_cache_dir, download_url, search_dirs
+
+__all__ = ["load_cifar10", "load_cifar100", "CIFAR10_CLASSES", "CIFAR_SPECS"]
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+
+CIFAR_SPECS = {
+    "cifar10": dict(
+        title="CIFAR-10", folder="cifar-10-batches-py", archive="cifar-10-python.tar.gz",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
+        train=[f"data_batch_{i}" for i in range(1, 6)], test=["test_batch"],
+        labels={"fine": ("labels", 10)}),
+    "cifar100": dict(
+        title="CIFAR-100", folder="cifar-100-python", archive="cifar-100-python.tar.gz",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        train=["train"], test=["test"],
+        labels={"fine": ("fine_labels", 100), "coarse": ("coarse_labels", 20)}),
+}
+
+
+def _parse_batch(fileobj, name, label_key, num_classes):
+    """Unpickle one batch → (images uint8 (n,3,32,32), labels int64 (n,)); ValueError naming ``name``."""
+    try:
+        d = restricted_load(fileobj, cifar_globals(), encoding="bytes", what=f"CIFAR batch {name}")
+    except RefusedGlobalError:
+        raise
+    except Exception as e:  # pickle errors on corrupt bytes are of many types
+        raise ValueError(f"{name}: truncated or corrupt CIFAR batch ({type(e).__name__}: {e})") from e
+    if not isinstance(d, dict):
+        raise ValueError(f"{name}: not a CIFAR batch (holds {type(d).__name__}, expected dict)")
+    d = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
+    if "data" not in d or label_key not in d:
+        raise ValueError(f"{name}: not a CIFAR batch of this data set (keys {sorted(d)}; "
+                         f"expected 'data' and {label_key!r})")
+    data = d["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != 3072:
+        desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(f"{name}: 'data' must be uint8 (n, 3072), got {desc}")
+    labels = np.asarray(d[label_key])
+    if labels.ndim != 1 or labels.shape[0] != data.shape[0] or labels.dtype.kind not in "iu":
+        raise ValueError(f"{name}: {label_key!r} must be {data.shape[0]} integers, "
+                         f"got {labels.dtype} {labels.shape}")
+    labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"{name}: labels outside [0, {num_classes}): min {labels.min()}, max {labels.max()}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _find(spec, names, root):
+    """Return ('dir', folder) / ('tar', archive) for the first location holding ``names``."""
+    tried = []
+    for d in search_dirs(root):
+        tried.append(d)
+        if d.is_file():
+            return ("tar", d), tried
+        for cand in (d, d / spec["folder"]):
+            if all((cand / n).is_file() for n in names):
+                return ("dir", cand), tried
+        if (d / spec["archive"]).is_file():
+            return ("tar", d / spec["archive"]), tried
+    return None, tried
+
+
+def _read_dir(folder, names, label_key, num_classes):
+    parts = []
+    for n in names:
+        with open(folder / n, "rb") as f:
+            parts.append(_parse_batch(f, str(folder / n), label_key, num_classes))
+    return parts
+
+
+def _read_tar(archive, spec, names, label_key, num_classes):
+    found = {}
+    try:
+        with tarfile.open(archive, "r:*") as tf:
+            for m in tf:  # one sequential pass: gzip has no random access
+                parts = m.name.replace("\\", "/").strip("/").split("/")
+                if not m.isfile() or parts[-1] not in names or parts[-1] in found:
+                    continue
+                if len(parts) > 1 and parts[-2] != spec["folder"]:
+                    continue
+                f = tf.extractfile(m)
+                found[parts[-1]] = _parse_batch(f, f"{archive}:{m.name}", label_key, num_classes)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise ValueError(f"{archive}: not a readable {spec['title']} archive "
+                         f"({type(e).__name__}: {e})") from e
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ValueError(f"{archive}: wrong archive, missing {spec['folder']}/{', '.join(missing)} "
+                         f"(expected the official {spec['archive']})")
+    return [found[n] for n in names]
+
+
+def _not_found(spec, tried, root, reason):
+    where = "\n".join(f"  {p}" for p in tried)
+    return DataNotFoundError(
+        f"{spec['title']} data not found. Looked for '{spec['folder']}/' or '{spec['archive']}' in:\n"
+        f"{where}\n{reason}\n"
+        f"To provide it: download {spec['url']} (md5 {spec['md5']}) and put the archive (or its "
+        f"extracted '{spec['folder']}' folder) in one of these directories, or point to it with "
+        f"root=/--data-dir or the ADDERCORE_DATA environment variable."
+    )
+
+
+def _load(key, root, train, download, labels="fine", progress=True):
+    spec = CIFAR_SPECS[key]
+    if labels not in spec["labels"]:
+        raise ValueError(f"labels: expected one of {sorted(spec['labels'])}, got {labels!r}")
+    label_key, num_classes = spec["labels"][labels]
+    names = spec["train"] if train else spec["test"]
+    loc, tried = _find(spec, names, root)
+    if loc is None:
+        if not download:
+            raise _not_found(spec, tried, root, "Download is disabled (download=False / --no-download).")
+        dest_dir = Path(os.fspath(root)).expanduser() if root is not None else default_cache_dir()
+        try:
+            archive = download_url(spec["url"], dest_dir / spec["archive"], md5=spec["md5"],
+                                   progress=progress)
+        except OSError as e:  # URLError, DownloadError (md5), disk errors
+            raise _not_found(spec, tried, root, f"Download from {spec['url']} failed: {e}") from None
+        loc = ("tar", archive)
+    kind, path = loc
+    if kind == "dir":
+        parts = _read_dir(path, names, label_key, num_classes)
+    else:
+        parts = _read_tar(path, spec, names, label_key, num_classes)
+    images = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+    targets = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+    return np.ascontiguousarray(images), targets
+
+
+def load_cifar10(root=None, train=True, download=True, progress=True):
+    """CIFAR-10 → ``(images uint8 (N, 3, 32, 32), labels int64 (N,))``; N = 50000 or 10000.
+
+    root: folder, parent folder, archive, or directory holding the archive; ``None`` searches
+    ``$ADDERCORE_DATA`` then ``~/.cache/addercore``. If nothing is found and ``download`` is
+    true, the official archive is downloaded (md5-checked) into ``root`` or the cache.
+    Raises :class:`DataNotFoundError` (a ``FileNotFoundError``) when the data is unavailable
+    and ``ValueError`` naming the file for truncated/corrupt batches or a wrong archive.
+    """
+    return _load("cifar10", root, train, download, progress=progress)
+
+
+def load_cifar100(root=None, train=True, download=True, labels="fine", progress=True):
+    """CIFAR-100 → ``(images uint8 (N, 3, 32, 32), labels int64 (N,))``.
+
+    ``labels="fine"`` (100 classes, default) or ``"coarse"`` (20 superclasses). Other
+    arguments as :func:`load_cifar10`.
+    """
+    return _load("cifar100", root, train, download, labels=labels, progress=progress)
