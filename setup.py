@@ -37,7 +37,7 @@ def extensions():
     from Cython.Build import cythonize
 
     render_templates()
-    compile_args = ["-O3", "-fopenmp", "-fno-math-errno"]
+    compile_args = ["-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off"]
     link_args = ["-fopenmp"]
     march = os.environ.get("ADDERCORE_MARCH", "native")
     if march:
@@ -60,7 +60,7 @@ def extensions():
             Extension(
                 f"addercore_ext.{pyx.stem}",
                 [str(pyx.relative_to(HERE))],
-                include_dirs=[np.get_include()],
+                include_dirs=[np.get_include(), str(EXT_DIR)],
                 extra_compile_args=compile_args,
                 extra_link_args=link_args,
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -1,0 +1,200 @@
+"""Compiled (Cython/OpenMP) implementations of the ops in :mod:`addercore.ops.reference`.
+
+Same names, same signatures, same results (bit for bit for the adder forward; within
+floating-point tolerance elsewhere) as the reference.  Arguments arrive validated and
+normalised by :mod:`addercore.ops`: C-contiguous arrays of one dtype (float32 or float64),
+``stride``/``padding`` int pairs.  Importing this module raises ImportError when the extension
+is not compiled, and :mod:`addercore._backend` then falls back to the reference.
+
+Threads: every call reads :func:`addercore.threads.get_num_threads`; results do not depend on it.
+
+Memory: each call allocates its outputs only.  Workspaces (one packed-patch buffer of K·Ho·Wo
+elements per thread, and for the backward the per-slot filter-gradient partial sums of
+``slots × Cout × K``) are cached per Python thread and dtype and grown on demand, so the hot
+path of a training loop allocates nothing large after the first step.
+"""
+import threading
+
+import numpy as np
+
+from addercore_ext import _adder  # ImportError here selects the numpy backend
+
+from ..threads import get_num_threads
+
+__all__ = [
+    "adder2d_forward",
+    "adder2d_backward",
+    "conv2d_forward",
+    "conv2d_backward",
+    "im2col",
+    "col2im",
+    "simd",
+    "clear_workspaces",
+]
+
+#: Number of fixed image ranges ("slots") the backward reduces the filter gradient over. It
+#: depends on the batch size only, never on the thread count, which keeps the summation order
+#: (and so the result) identical for any number of threads.
+MAX_BACKWARD_SLOTS = 16
+
+_INPUT_MODES = {
+    "hardtanh": _adder.INPUT_GRAD_HARDTANH,
+    "sign": _adder.INPUT_GRAD_SIGN,
+}
+
+_local = threading.local()
+
+
+def simd():
+    """Instruction set the kernels were compiled for ("avx2+fma" or "scalar")."""
+    return _adder.simd_name()
+
+
+def clear_workspaces():
+    """Release the cached workspaces of the calling thread."""
+    _local.__dict__.clear()
+
+
+def _workspace(name, dtype, shape, zero=False):
+    """A cached C-contiguous array of ``shape`` and ``dtype``; reallocated only when larger."""
+    key = (name, np.dtype(dtype).char)
+    size = int(np.prod(shape))
+    buf = _local.__dict__.get(key)
+    if buf is None or buf.size < size:
+        buf = np.empty(max(size, 1), dtype=dtype)
+        _local.__dict__[key] = buf
+    view = buf[:size].reshape(shape)
+    if zero:
+        view.fill(0)
+    return view
+
+
+def _out_size(size, kernel, stride, padding):
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def adder2d_forward(x, weight, stride, padding, norm):
+    """Adder forward. x (N, Cin, H, W), weight (Cout, Cin, kh, kw) -> y (N, Cout, Ho, Wo).
+
+    ``norm="l1"``: ``y = -Σ |Xp_patch - F|``; ``"l2"``: ``y = -Σ (Xp_patch - F)²``, both summed
+    in the canonical order (bit-identical to the reference).  Allocates ``y``; uses the cached
+    ``threads × K·Ho·Wo`` patch workspace.
+    """
+    n, cin, h, w = x.shape
+    cout, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+    y = np.empty((n, cout, ho, wo), dtype=x.dtype)
+    if y.size == 0:
+        return y
+    threads = max(1, min(get_num_threads(), n))
+    col = _workspace("col", x.dtype, (threads, cin * kh * kw * ho * wo))
+    _adder.adder_forward(
+        x, weight.reshape(cout, -1), y, kh, kw, sh, sw, ph, pw, norm == "l2", col, threads
+    )
+    return y
+
+
+def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad, input_grad):
+    """Adder backward (substituted gradients, spec §2) -> (grad_input, grad_weight).
+
+    Filter gradient ``full``: ``Σ X·G - F·Σ G`` (×2 for ℓ2) accumulated per slot of images
+    from the packed patches; ``sign``: ``Σ sgn(D)·G``.  Input gradient ``hardtanh``:
+    ``Σ_t clip(-D, -1, 1)·G``; ``sign`` (and ``exact`` for ℓ1): ``Σ_t -sgn(D)·G``; ``exact``
+    for ℓ2: ``Σ_t -2·D·G``; gathered into the input positions (padding taps dropped).
+    Allocates the two outputs; uses the cached patch workspace (threads × K·Ho·Wo) and slot
+    partials (slots × Cout × K, slots = min(N, 16)).  The patches are packed once per image
+    and shared by both gradients.
+    """
+    n, cin, h, w = x.shape
+    cout, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    ho, wo = grad_output.shape[2:]
+    k = cin * kh * kw
+    dtype = x.dtype
+    grad_input = np.empty_like(x)
+    if n == 0:
+        return grad_input, np.zeros_like(weight)
+    if input_grad == "hardtanh":
+        mode = _adder.INPUT_GRAD_HARDTANH
+    elif norm == "l2" and input_grad == "exact":
+        mode = _adder.INPUT_GRAD_L2
+    else:
+        mode = _adder.INPUT_GRAD_SIGN
+    filter_sign = filter_grad == "sign"
+    slots = min(n, MAX_BACKWARD_SLOTS)
+    threads = max(1, min(get_num_threads(), slots))
+    col = _workspace("col", dtype, (threads, max(k * ho * wo, 1)))
+    partial = _workspace("partial_grad_weight", dtype, (slots, cout, k), zero=True)
+    partial_sum = _workspace("partial_grad_sum", dtype, (slots, cout), zero=True)
+    w2 = weight.reshape(cout, k)
+    _adder.adder_backward(
+        x, w2, grad_output, grad_input, kh, kw, sh, sw, ph, pw, filter_sign, mode,
+        col, partial, partial_sum, threads,
+    )
+    grad_weight = _sum_slots(partial)
+    if not filter_sign:
+        grad_weight -= w2 * _sum_slots(partial_sum)[:, None]
+        if norm == "l2":
+            grad_weight *= 2
+    return grad_input, grad_weight.reshape(weight.shape)
+
+
+def _sum_slots(partial):
+    """Σ over the first axis, sequentially in slot order (fixed order, fresh array)."""
+    total = partial[0].copy()
+    for s in range(1, partial.shape[0]):
+        total += partial[s]
+    return total
+
+
+def im2col(x, kernel, stride, padding):
+    """Patch matrices of x (N, C, H, W): (N, C·kh·kw, Ho·Wo), rows ordered (c, i, j)."""
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    (sh, sw), (ph, pw) = stride, padding
+    ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+    cols = np.empty((n, c * kh * kw, ho * wo), dtype=x.dtype)
+    _adder.im2col(x, cols, kh, kw, sh, sw, ph, pw, ho, wo, get_num_threads())
+    return cols
+
+
+def col2im(cols, x_shape, kernel, stride, padding):
+    """Adjoint of :func:`im2col`: sum (N, C·kh·kw, Ho·Wo) patches back into (N, C, H, W)."""
+    n, c, h, w = x_shape
+    kh, kw = kernel
+    (sh, sw), (ph, pw) = stride, padding
+    ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+    x = np.empty(x_shape, dtype=cols.dtype)
+    _adder.col2im(np.ascontiguousarray(cols), x, kh, kw, sh, sw, ph, pw, ho, wo, get_num_threads())
+    return x
+
+
+def conv2d_forward(x, weight, stride, padding):
+    """Convolution (no bias) by compiled im2col + BLAS GEMM. -> y (N, Cout, Ho, Wo).
+
+    Allocates the patch matrices (N, K, Ho·Wo) and y."""
+    n = x.shape[0]
+    cout, _, kh, kw = weight.shape
+    cols = im2col(x, (kh, kw), stride, padding)
+    ho = _out_size(x.shape[2], kh, stride[0], padding[0])
+    wo = _out_size(x.shape[3], kw, stride[1], padding[1])
+    y = np.matmul(weight.reshape(cout, -1), cols)
+    return y.reshape(n, cout, ho, wo)
+
+
+def conv2d_backward(x, weight, grad_output, stride, padding):
+    """Convolution backward -> (grad_input, grad_weight), compiled im2col/col2im + BLAS GEMM."""
+    n = x.shape[0]
+    cout, _, kh, kw = weight.shape
+    cols = im2col(x, (kh, kw), stride, padding)  # (N, K, P)
+    g = grad_output.reshape(n, cout, -1)  # (N, Cout, P)
+    k = cols.shape[1]
+    if n == 0:
+        return np.zeros_like(x), np.zeros_like(weight)
+    # Σ_n G_n · cols_nᵀ as one GEMM over the (n, p) axis pair
+    grad_weight = np.matmul(g.transpose(1, 0, 2).reshape(cout, -1),
+                            cols.transpose(0, 2, 1).reshape(-1, k))
+    grad_cols = np.matmul(weight.reshape(cout, -1).T, g)  # (N, K, P)
+    grad_input = col2im(grad_cols, x.shape, (kh, kw), stride, padding)
+    return grad_input, grad_weight.reshape(weight.shape).astype(weight.dtype, copy=False)

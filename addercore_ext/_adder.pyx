@@ -1,0 +1,209 @@
+# cython: language_level=3
+"""Parallel drivers of the adder kernels (adder_kernels.h) for float32 and float64.
+
+Design
+------
+Work is split between OpenMP threads with ``prange(schedule="static")`` over units whose
+results do not depend on how many threads there are:
+
+* forward: one unit = one image ``n``. The thread packs the image's patches into its own
+  ``col`` buffer (row ``tid`` of ``col_workspace``) and computes ``y[n]``. Each output is one
+  sequential accumulator chain, so the result is the same for any thread count (and equals
+  the numpy reference bit for bit).
+* backward: one unit = one *slot*, a fixed range of consecutive images (the number of slots
+  depends on the batch size only, never on the thread count). The thread packs each image of
+  the slot (ascending), adds its filter-gradient contribution into the slot's own partial sum
+  ``partial_grad_weight[slot]`` and computes ``grad_input[n]`` (input gradient in place over
+  the packed patches, then col2im). The caller sums the slot partials in slot order. No
+  atomics, no thread-count-dependent reduction: bit-identical results for 1, 2, 4... threads.
+
+Memory: besides the outputs, these functions allocate nothing; the caller passes the
+workspaces (``col_workspace`` (threads, K·P); ``partial_grad_weight`` (slots, Cout, K) and
+``partial_grad_sum`` (slots, Cout)) and reuses them across calls.
+"""
+from cython.parallel cimport parallel, prange
+cimport openmp
+from cython cimport floating
+
+
+cdef extern from "adder_kernels.h" nogil:
+    void pack_patches_f32(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw,
+                          int ph, int pw, int Ho, int Wo, float *col)
+    void pack_patches_f64(const double *x, int C, int H, int W, int kh, int kw, int sh, int sw,
+                          int ph, int pw, int Ho, int Wo, double *col)
+    void unpack_patches_add_f32(const float *dcol, int C, int H, int W, int kh, int kw, int sh,
+                                int sw, int ph, int pw, int Ho, int Wo, float *gx)
+    void unpack_patches_add_f64(const double *dcol, int C, int H, int W, int kh, int kw, int sh,
+                                int sw, int ph, int pw, int Ho, int Wo, double *gx)
+    void l1_forward_image_f32(const float *col, const float *w, int Cout, int K, long P, float *y)
+    void l1_forward_image_f64(const double *col, const double *w, int Cout, int K, long P, double *y)
+    void l2_forward_image_f32(const float *col, const float *w, int Cout, int K, long P, float *y)
+    void l2_forward_image_f64(const double *col, const double *w, int Cout, int K, long P, double *y)
+    void filter_grad_full_image_f32(const float *col, const float *g, int Cout, int K, long P,
+                                    float *gw, float *gsum)
+    void filter_grad_full_image_f64(const double *col, const double *g, int Cout, int K, long P,
+                                    double *gw, double *gsum)
+    void filter_grad_sign_image_f32(const float *col, const float *w, const float *g, int Cout,
+                                    int K, long P, float *gw)
+    void filter_grad_sign_image_f64(const double *col, const double *w, const double *g, int Cout,
+                                    int K, long P, double *gw)
+    void input_grad_image_f32(float *col, const float *w, const float *g, int Cout, int K, long P,
+                              int mode)
+    void input_grad_image_f64(double *col, const double *w, const double *g, int Cout, int K,
+                              long P, int mode)
+    const char *addercore_simd_name()
+    int IG_HARDTANH, IG_SIGN, IG_L2
+
+
+INPUT_GRAD_HARDTANH = IG_HARDTANH
+INPUT_GRAD_SIGN = IG_SIGN
+INPUT_GRAD_L2 = IG_L2
+
+
+def simd_name():
+    """Instruction set the kernels were compiled for: "avx2+fma" or "scalar"."""
+    return addercore_simd_name().decode()
+
+
+cdef inline void _pack(const floating *x, int C, int H, int W, int kh, int kw, int sh, int sw,
+                       int ph, int pw, int Ho, int Wo, floating *col) noexcept nogil:
+    if floating is float:
+        pack_patches_f32(x, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, col)
+    else:
+        pack_patches_f64(x, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, col)
+
+
+cdef inline void _unpack_add(const floating *dcol, int C, int H, int W, int kh, int kw, int sh,
+                             int sw, int ph, int pw, int Ho, int Wo,
+                             floating *gx) noexcept nogil:
+    if floating is float:
+        unpack_patches_add_f32(dcol, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, gx)
+    else:
+        unpack_patches_add_f64(dcol, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, gx)
+
+
+def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
+                  floating[:, :, :, ::1] y, int kh, int kw, int sh, int sw, int ph, int pw,
+                  bint l2, floating[:, ::1] col_workspace, int num_threads):
+    """y[n, t] = -Σ_k dist(patch - w[t]) for every image (see module docstring).
+
+    x (N, Cin, H, W); weight (Cout, K) with K = Cin·kh·kw; y (N, Cout, Ho, Wo) written;
+    col_workspace (>= num_threads, >= K·Ho·Wo), same dtype.  Allocates nothing.
+    """
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int Cout = y.shape[1], Ho = y.shape[2], Wo = y.shape[3]
+    cdef int K = C * kh * kw
+    cdef long P = <long>Ho * Wo
+    cdef Py_ssize_t n
+    cdef int tid
+    cdef floating *col
+    if N == 0 or Cout == 0 or P == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        tid = openmp.omp_get_thread_num()
+        col = &col_workspace[tid, 0]
+        for n in prange(N, schedule="static"):
+            _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, col)
+            if floating is float:
+                if l2:
+                    l2_forward_image_f32(col, &weight[0, 0], Cout, K, P, &y[n, 0, 0, 0])
+                else:
+                    l1_forward_image_f32(col, &weight[0, 0], Cout, K, P, &y[n, 0, 0, 0])
+            else:
+                if l2:
+                    l2_forward_image_f64(col, &weight[0, 0], Cout, K, P, &y[n, 0, 0, 0])
+                else:
+                    l1_forward_image_f64(col, &weight[0, 0], Cout, K, P, &y[n, 0, 0, 0])
+
+
+def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
+                   const floating[:, :, :, ::1] grad_output, floating[:, :, :, ::1] grad_input,
+                   int kh, int kw, int sh, int sw, int ph, int pw, bint filter_sign,
+                   int input_mode, floating[:, ::1] col_workspace,
+                   floating[:, :, ::1] partial_grad_weight, floating[:, ::1] partial_grad_sum,
+                   int num_threads):
+    """Accumulate the adder backward of a batch, slot by slot (see module docstring).
+
+    x (N, Cin, H, W); weight (Cout, K); grad_output (N, Cout, Ho, Wo);
+    grad_input (N, Cin, H, W) written (zeroed here first);
+    partial_grad_weight (S, Cout, K) and partial_grad_sum (S, Cout) must be zero on entry:
+    slot s covers images [s·N // S, (s+1)·N // S) and receives Σ_n Σ_p col·G
+    (``filter_sign`` false) or Σ_n Σ_p sgn(D)·G (true) in partial_grad_weight[s] and Σ G in
+    partial_grad_sum[s].  input_mode: INPUT_GRAD_HARDTANH / _SIGN / _L2.
+    col_workspace (>= num_threads, >= K·Ho·Wo).  Allocates nothing.
+    """
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int Cout = grad_output.shape[1], Ho = grad_output.shape[2], Wo = grad_output.shape[3]
+    cdef int K = C * kh * kw
+    cdef long P = <long>Ho * Wo
+    cdef int S = partial_grad_weight.shape[0]
+    cdef Py_ssize_t s, n, n_lo, n_hi, e, count
+    cdef int tid
+    cdef floating *col
+    cdef floating *gx
+    if N == 0:
+        return
+    count = <Py_ssize_t>C * H * W
+    with nogil, parallel(num_threads=num_threads):
+        tid = openmp.omp_get_thread_num()
+        col = &col_workspace[tid, 0]
+        for s in prange(S, schedule="static"):
+            n_lo = s * N // S
+            n_hi = (s + 1) * N // S
+            for n in range(n_lo, n_hi):
+                gx = &grad_input[n, 0, 0, 0]
+                for e in range(count):
+                    gx[e] = 0
+                if P == 0 or Cout == 0:
+                    continue
+                _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, col)
+                if floating is float:
+                    if filter_sign:
+                        filter_grad_sign_image_f32(col, &weight[0, 0], &grad_output[n, 0, 0, 0],
+                                                   Cout, K, P, &partial_grad_weight[s, 0, 0])
+                    else:
+                        filter_grad_full_image_f32(col, &grad_output[n, 0, 0, 0], Cout, K, P,
+                                                   &partial_grad_weight[s, 0, 0],
+                                                   &partial_grad_sum[s, 0])
+                    input_grad_image_f32(col, &weight[0, 0], &grad_output[n, 0, 0, 0], Cout, K,
+                                         P, input_mode)
+                else:
+                    if filter_sign:
+                        filter_grad_sign_image_f64(col, &weight[0, 0], &grad_output[n, 0, 0, 0],
+                                                   Cout, K, P, &partial_grad_weight[s, 0, 0])
+                    else:
+                        filter_grad_full_image_f64(col, &grad_output[n, 0, 0, 0], Cout, K, P,
+                                                   &partial_grad_weight[s, 0, 0],
+                                                   &partial_grad_sum[s, 0])
+                    input_grad_image_f64(col, &weight[0, 0], &grad_output[n, 0, 0, 0], Cout, K,
+                                         P, input_mode)
+                _unpack_add(col, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, gx)
+
+
+def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, int kh, int kw, int sh,
+           int sw, int ph, int pw, int Ho, int Wo, int num_threads):
+    """Patch matrices of a batch: x (N, C, H, W) -> cols (N, C·kh·kw, Ho·Wo) (written)."""
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t n
+    if N == 0 or cols.shape[1] == 0 or cols.shape[2] == 0:
+        return
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=num_threads):
+            _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, &cols[n, 0, 0])
+
+
+def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, int kh, int kw, int sh,
+           int sw, int ph, int pw, int Ho, int Wo, int num_threads):
+    """Adjoint of im2col: cols (N, C·kh·kw, Ho·Wo) summed into x (N, C, H, W) (zeroed here)."""
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t n, e, count = <Py_ssize_t>C * H * W
+    cdef floating *gx
+    if N == 0 or count == 0:
+        return
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=num_threads):
+            gx = &x[n, 0, 0, 0]
+            for e in range(count):
+                gx[e] = 0
+            if cols.shape[1] > 0 and cols.shape[2] > 0:
+                _unpack_add(&cols[n, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, gx)

@@ -1,0 +1,50 @@
+/* addercore adder kernels: per-image building blocks (C, header-only).
+ *
+ * Design
+ * ------
+ * One image at a time: its patches are packed once into a thread-owned buffer
+ * ``col[K, P]`` (K = Cin·kh·kw taps in (c, i, j) order, P = Ho·Wo positions, contiguous), and
+ * every kernel streams that buffer with unit-stride vector loads along p.
+ *
+ * Forward: y[t, p] = -Σ_k dist(col[k, p] - w[t, k]).  The micro-kernel holds a block of
+ * 4 filters × 2 vectors of contiguous positions in 8 independent accumulators; for each tap k
+ * (sequential, ascending) it loads 2 patch vectors, broadcasts 4 filter values and does
+ * subtract (on the FMA ports, as c - w·1), |·| (a mask) and add.  Every output element is a
+ * single accumulator chain over k in the canonical order, so the result equals the numpy
+ * reference bit for bit (float32 and float64; requires no -ffast-math and, for ℓ2,
+ * -ffp-contract=off, both set by setup.py).  Vectorisation is across outputs, never across taps.
+ *
+ * Backward (per image, same packed buffer):
+ *   - "full" filter gradient = Σ X·G - F·Σ G: a GEMM-like reduction along p
+ *     (filter_grad_full_image) + a rank-1 term applied once by the caller;
+ *   - "sign" filter gradient: direct Σ sgn(D)·G;
+ *   - input gradient: dcol[k, p] = Σ_t factor(-D)·G computed in place over col (a block
+ *     reads only its own patch entries), then gathered by unpack_patches_add (col2im).
+ * Reductions inside a kernel run in a fixed order independent of threads; threads only ever
+ * split work by image or by fixed "slots" of images (see _adder.pyx), so results are
+ * bit-identical for any thread count.
+ */
+#ifndef ADDERCORE_ADDER_KERNELS_H
+#define ADDERCORE_ADDER_KERNELS_H
+
+#include "adder_simd.h"
+
+#define T float
+#define S f32
+#define VLANES VF32_LANES
+#include "adder_kernels_impl.h"
+#undef T
+#undef S
+#undef VLANES
+
+#define T double
+#define S f64
+#define VLANES VF64_LANES
+#include "adder_kernels_impl.h"
+#undef T
+#undef S
+#undef VLANES
+
+static const char *addercore_simd_name(void) { return ADDERCORE_SIMD_NAME; }
+
+#endif

@@ -1,0 +1,400 @@
+/* Per-image adder kernels, written once and instantiated for float32 and float64 by
+ * adder_kernels.h (macros T = element type, S = suffix f32/f64).  See adder_kernels.h for the
+ * design notes.  None of these functions allocates memory or uses threads: the callers in
+ * _adder.pyx own the buffers and the parallel loop. */
+
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, S)
+#define CATN_(a, b) a##b
+#define CATN(a, b) CATN_(a, b)
+#define VT CATN(v, S)
+#define VOP(op) CAT(v##op, S)
+
+/* ---------------------------------------------------------------------------------------
+ * im2col of one image: col[k, p] with k = (c, i, j) row-major and p = (h, w) row-major.
+ * x: (C, H, W); col: (C·kh·kw, Ho·Wo).  Taps on the zero padding are written as 0.
+ * ------------------------------------------------------------------------------------- */
+static void FN(pack_patches)(const T *x, int C, int H, int W, int kh, int kw, int sh, int sw,
+                             int ph, int pw, int Ho, int Wo, T *col)
+{
+    const long P = (long)Ho * Wo;
+    for (int c = 0; c < C; c++) {
+        const T *xc = x + (long)c * H * W;
+        for (int i = 0; i < kh; i++) {
+            for (int j = 0; j < kw; j++) {
+                T *row = col + ((long)(c * kh + i) * kw + j) * P;
+                /* output columns w whose input column w·sw + j - pw lies inside [0, W) */
+                int w_lo = 0, w_hi = Wo; /* [w_lo, w_hi) */
+                while (w_lo < Wo && w_lo * sw + j - pw < 0) w_lo++;
+                while (w_hi > w_lo && (w_hi - 1) * sw + j - pw >= W) w_hi--;
+                for (int h = 0; h < Ho; h++) {
+                    T *out = row + (long)h * Wo;
+                    int xh = h * sh + i - ph;
+                    if (xh < 0 || xh >= H) {
+                        for (int w = 0; w < Wo; w++) out[w] = (T)0;
+                        continue;
+                    }
+                    const T *xrow = xc + (long)xh * W + j - pw;
+                    for (int w = 0; w < w_lo; w++) out[w] = (T)0;
+                    if (sw == 1) {
+                        memcpy(out + w_lo, xrow + w_lo, sizeof(T) * (size_t)(w_hi - w_lo));
+                    } else {
+                        for (int w = w_lo; w < w_hi; w++) out[w] = xrow[(long)w * sw];
+                    }
+                    for (int w = w_hi; w < Wo; w++) out[w] = (T)0;
+                }
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * col2im of one image, accumulating: gx[c, h·sh+i-ph, w·sw+j-pw] += dcol[k, p] for the taps
+ * inside the image (taps on the padding are dropped).  gx: (C, H, W), must be initialised.
+ * Fixed order (c, i, j, h, w): deterministic.
+ * ------------------------------------------------------------------------------------- */
+static void FN(unpack_patches_add)(const T *dcol, int C, int H, int W, int kh, int kw, int sh,
+                                   int sw, int ph, int pw, int Ho, int Wo, T *gx)
+{
+    const long P = (long)Ho * Wo;
+    for (int c = 0; c < C; c++) {
+        T *gc = gx + (long)c * H * W;
+        for (int i = 0; i < kh; i++) {
+            for (int j = 0; j < kw; j++) {
+                const T *row = dcol + ((long)(c * kh + i) * kw + j) * P;
+                int w_lo = 0, w_hi = Wo;
+                while (w_lo < Wo && w_lo * sw + j - pw < 0) w_lo++;
+                while (w_hi > w_lo && (w_hi - 1) * sw + j - pw >= W) w_hi--;
+                for (int h = 0; h < Ho; h++) {
+                    int xh = h * sh + i - ph;
+                    if (xh < 0 || xh >= H) continue;
+                    const T *in = row + (long)h * Wo;
+                    T *grow = gc + (long)xh * W + j - pw;
+                    if (sw == 1) {
+                        for (int w = w_lo; w < w_hi; w++) grow[w] += in[w];
+                    } else {
+                        for (int w = w_lo; w < w_hi; w++) grow[(long)w * sw] += in[w];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Forward of one image: y[t, p] = -Σ_k dist(col[k, p] - w[t, k]), k ascending, one
+ * accumulator per output starting at 0 (the canonical order, bit-exact with the reference).
+ * Register block: FWD_TB filters × FWD_PV vectors of contiguous positions; the tap loop k is
+ * innermost and sequential, lanes are different outputs.
+ * col: (K, P); w: (Cout, K); y: (Cout, P).
+ * ------------------------------------------------------------------------------------- */
+#define FWD_TB 4
+#define FWD_PV 2
+
+static inline __attribute__((always_inline)) VT FN(dist)(VT d, int l2)
+{
+    return l2 ? VOP(mul)(d, d) : VOP(abs)(d);
+}
+
+static inline __attribute__((always_inline)) T FN(dist_scalar)(T d, int l2)
+{
+    return l2 ? d * d : (d < 0 ? -d : (d == 0 ? (T)0 : d));
+}
+
+static inline __attribute__((always_inline)) void FN(forward_body)(const T *col, const T *w,
+                                                                   int Cout, int K, long P,
+                                                                   T *y, int l2)
+{
+    const long PB = (long)FWD_PV * VLANES;
+    const VT one = VOP(set1)((T)1);
+    long p0 = 0;
+    for (; p0 + PB <= P; p0 += PB) {
+        int t0 = 0;
+        for (; t0 + FWD_TB <= Cout; t0 += FWD_TB) {
+            VT acc[FWD_TB][FWD_PV];
+            for (int a = 0; a < FWD_TB; a++)
+                for (int b = 0; b < FWD_PV; b++) acc[a][b] = VOP(zero)();
+            const T *wt = w + (long)t0 * K;
+            const T *cp = col + p0;
+            for (int k = 0; k < K; k++, cp += P) {
+                VT c[FWD_PV];
+                for (int b = 0; b < FWD_PV; b++) c[b] = VOP(load)(cp + b * VLANES);
+                for (int a = 0; a < FWD_TB; a++) {
+                    VT wv = VOP(set1)(wt[(long)a * K + k]);
+                    for (int b = 0; b < FWD_PV; b++)
+                        acc[a][b] = VOP(add)(acc[a][b], FN(dist)(VOP(diff)(c[b], wv, one), l2));
+                }
+            }
+            for (int a = 0; a < FWD_TB; a++)
+                for (int b = 0; b < FWD_PV; b++)
+                    VOP(store)(y + (long)(t0 + a) * P + p0 + b * VLANES, VOP(neg)(acc[a][b]));
+        }
+        for (; t0 < Cout; t0++) { /* leftover filters, one at a time */
+            VT acc[FWD_PV];
+            for (int b = 0; b < FWD_PV; b++) acc[b] = VOP(zero)();
+            const T *wt = w + (long)t0 * K;
+            const T *cp = col + p0;
+            for (int k = 0; k < K; k++, cp += P) {
+                VT wv = VOP(set1)(wt[k]);
+                for (int b = 0; b < FWD_PV; b++)
+                    acc[b] = VOP(add)(acc[b],
+                                      FN(dist)(VOP(diff)(VOP(load)(cp + b * VLANES), wv, one), l2));
+            }
+            for (int b = 0; b < FWD_PV; b++)
+                VOP(store)(y + (long)t0 * P + p0 + b * VLANES, VOP(neg)(acc[b]));
+        }
+    }
+    /* leftover positions: scalar, same chain of roundings */
+    for (int t = 0; t < Cout; t++) {
+        const T *wt = w + (long)t * K;
+        for (long p = p0; p < P; p++) {
+            T acc = (T)0;
+            for (int k = 0; k < K; k++) acc = acc + FN(dist_scalar)(col[(long)k * P + p] - wt[k], l2);
+            y[(long)t * P + p] = -acc;
+        }
+    }
+}
+
+static void FN(l1_forward_image)(const T *col, const T *w, int Cout, int K, long P, T *y)
+{
+    FN(forward_body)(col, w, Cout, K, P, y, 0);
+}
+
+static void FN(l2_forward_image)(const T *col, const T *w, int Cout, int K, long P, T *y)
+{
+    FN(forward_body)(col, w, Cout, K, P, y, 1);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Filter gradient, "full" part of one image (a GEMM with the reduction along contiguous p):
+ *     gw[t, k] += Σ_p col[k, p] · g[t, p]          gsum[t] += Σ_p g[t, p]
+ * The caller forms Σ D·G = Σ X·G - F·Σ G (spec §2) once all images are accumulated.
+ * Register block: FGW_TB filters × FGW_KB taps, one vector accumulator each, lanes summed
+ * in a fixed order at the end.  col: (K, P); g: (Cout, P); gw: (Cout, K); gsum: (Cout,).
+ * ------------------------------------------------------------------------------------- */
+#define FGW_TB 4
+#define FGW_KB 2
+
+static void FN(filter_grad_full_image)(const T *col, const T *g, int Cout, int K, long P,
+                                       T *gw, T *gsum)
+{
+    const long PV = P - P % VLANES; /* vectorised part of p */
+    for (int t = 0; t < Cout; t++) {
+        const T *gt = g + (long)t * P;
+        VT s = VOP(zero)();
+        long p = 0;
+        for (; p < PV; p += VLANES) s = VOP(add)(s, VOP(load)(gt + p));
+        T acc = VOP(hsum)(s);
+        for (; p < P; p++) acc += gt[p];
+        gsum[t] += acc;
+    }
+    int t0 = 0;
+    for (; t0 < Cout; t0 += FGW_TB) {
+        const int tb = Cout - t0 < FGW_TB ? Cout - t0 : FGW_TB;
+        int k0 = 0;
+        for (; k0 < K; k0 += FGW_KB) {
+            const int kb = K - k0 < FGW_KB ? K - k0 : FGW_KB;
+            if (tb == FGW_TB && kb == FGW_KB) {
+                VT acc[FGW_TB][FGW_KB];
+                for (int a = 0; a < FGW_TB; a++)
+                    for (int b = 0; b < FGW_KB; b++) acc[a][b] = VOP(zero)();
+                long p = 0;
+                for (; p < PV; p += VLANES) {
+                    VT c[FGW_KB];
+                    for (int b = 0; b < FGW_KB; b++) c[b] = VOP(load)(col + (long)(k0 + b) * P + p);
+                    for (int a = 0; a < FGW_TB; a++) {
+                        VT gv = VOP(load)(g + (long)(t0 + a) * P + p);
+                        for (int b = 0; b < FGW_KB; b++) acc[a][b] = VOP(fma)(c[b], gv, acc[a][b]);
+                    }
+                }
+                for (int a = 0; a < FGW_TB; a++)
+                    for (int b = 0; b < FGW_KB; b++) {
+                        T sum = VOP(hsum)(acc[a][b]);
+                        const T *ck = col + (long)(k0 + b) * P;
+                        const T *gt = g + (long)(t0 + a) * P;
+                        for (long q = p; q < P; q++) sum += ck[q] * gt[q];
+                        gw[(long)(t0 + a) * K + k0 + b] += sum;
+                    }
+            } else {
+                for (int a = 0; a < tb; a++)
+                    for (int b = 0; b < kb; b++) {
+                        const T *ck = col + (long)(k0 + b) * P;
+                        const T *gt = g + (long)(t0 + a) * P;
+                        VT s = VOP(zero)();
+                        long p = 0;
+                        for (; p < PV; p += VLANES) s = VOP(fma)(VOP(load)(ck + p), VOP(load)(gt + p), s);
+                        T sum = VOP(hsum)(s);
+                        for (; p < P; p++) sum += ck[p] * gt[p];
+                        gw[(long)(t0 + a) * K + k0 + b] += sum;
+                    }
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Filter gradient "sign" of one image: gw[t, k] += Σ_p sgn(col[k, p] - w[t, k]) · g[t, p].
+ * Block 2 filters × 2 taps (the filter values stay in registers).
+ * ------------------------------------------------------------------------------------- */
+static void FN(filter_grad_sign_image)(const T *col, const T *w, const T *g, int Cout, int K,
+                                       long P, T *gw)
+{
+    const long PV = P - P % VLANES;
+    const VT one = VOP(set1)((T)1);
+    for (int t = 0; t < Cout; t++) {
+        const T *gt = g + (long)t * P;
+        int k = 0;
+        for (; k + 2 <= K; k += 2) {
+            const T *c0 = col + (long)k * P, *c1 = c0 + P;
+            const T w0 = w[(long)t * K + k], w1 = w[(long)t * K + k + 1];
+            VT wv0 = VOP(set1)(w0), wv1 = VOP(set1)(w1);
+            VT s0a = VOP(zero)(), s0b = VOP(zero)(), s1a = VOP(zero)(), s1b = VOP(zero)();
+            long p = 0;
+            for (; p + 2 * VLANES <= PV; p += 2 * VLANES) {
+                VT ga = VOP(load)(gt + p), gb = VOP(load)(gt + p + VLANES);
+                s0a = VOP(add)(s0a, VOP(signmul)(VOP(diff)(VOP(load)(c0 + p), wv0, one), ga));
+                s0b = VOP(add)(s0b, VOP(signmul)(VOP(diff)(VOP(load)(c0 + p + VLANES), wv0, one), gb));
+                s1a = VOP(add)(s1a, VOP(signmul)(VOP(diff)(VOP(load)(c1 + p), wv1, one), ga));
+                s1b = VOP(add)(s1b, VOP(signmul)(VOP(diff)(VOP(load)(c1 + p + VLANES), wv1, one), gb));
+            }
+            for (; p < PV; p += VLANES) {
+                VT ga = VOP(load)(gt + p);
+                s0a = VOP(add)(s0a, VOP(signmul)(VOP(diff)(VOP(load)(c0 + p), wv0, one), ga));
+                s1a = VOP(add)(s1a, VOP(signmul)(VOP(diff)(VOP(load)(c1 + p), wv1, one), ga));
+            }
+            T sum0 = VOP(hsum)(VOP(add)(s0a, s0b)), sum1 = VOP(hsum)(VOP(add)(s1a, s1b));
+            for (; p < P; p++) {
+                T d0 = c0[p] - w0, d1 = c1[p] - w1;
+                sum0 += (d0 > 0 ? gt[p] : (T)0) - (d0 < 0 ? gt[p] : (T)0);
+                sum1 += (d1 > 0 ? gt[p] : (T)0) - (d1 < 0 ? gt[p] : (T)0);
+            }
+            gw[(long)t * K + k] += sum0;
+            gw[(long)t * K + k + 1] += sum1;
+        }
+        for (; k < K; k++) {
+            const T *c0 = col + (long)k * P;
+            const T w0 = w[(long)t * K + k];
+            VT wv0 = VOP(set1)(w0), s = VOP(zero)();
+            long p = 0;
+            for (; p < PV; p += VLANES)
+                s = VOP(add)(s, VOP(signmul)(VOP(diff)(VOP(load)(c0 + p), wv0, one), VOP(load)(gt + p)));
+            T sum = VOP(hsum)(s);
+            for (; p < P; p++) {
+                T d = c0[p] - w0;
+                sum += (d > 0 ? gt[p] : (T)0) - (d < 0 ? gt[p] : (T)0);
+            }
+            gw[(long)t * K + k] += sum;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Input gradient in patch space of one image, computed IN PLACE over the packed patches:
+ *     col[k, p] <- Σ_t factor(w[t, k] - col[k, p]) · g[t, p]     (t ascending)
+ * factor: IG_HARDTANH clip(·, -1, 1); IG_SIGN sgn(·); IG_L2 2·(·)  (the argument is -D).
+ * Block IG_KB taps × IG_PV vectors of positions; a block reads only its own patch entries,
+ * so it can overwrite them.  Then unpack_patches_add gathers col into the input gradient.
+ * ------------------------------------------------------------------------------------- */
+#define IG_HARDTANH 0
+#define IG_SIGN 1
+#define IG_L2 2
+#define IG_KB 4
+#define IG_PV 2
+
+static inline __attribute__((always_inline)) VT FN(ig_term)(VT nd, VT gv, VT acc, int mode,
+                                                            VT lo, VT hi)
+{
+    if (mode == IG_HARDTANH) return VOP(fma)(VOP(min)(VOP(max)(nd, lo), hi), gv, acc);
+    if (mode == IG_SIGN) return VOP(add)(acc, VOP(signmul)(nd, gv));
+    return VOP(fma)(nd, gv, acc);
+}
+
+static inline __attribute__((always_inline)) T FN(ig_term_scalar)(T nd, T gv, T acc, int mode)
+{
+    if (mode == IG_HARDTANH) {
+        T f = nd < (T)-1 ? (T)-1 : (nd > (T)1 ? (T)1 : nd);
+        return acc + f * gv;
+    }
+    if (mode == IG_SIGN) return acc + ((nd > 0 ? gv : (T)0) - (nd < 0 ? gv : (T)0));
+    return acc + nd * gv;
+}
+
+static inline __attribute__((always_inline)) void FN(input_grad_body)(T *col, const T *w,
+                                                                      const T *g, int Cout,
+                                                                      int K, long P, int mode)
+{
+    const long PB = (long)IG_PV * VLANES;
+    const VT lo = VOP(set1)((T)-1), hi = VOP(set1)((T)1), one = VOP(set1)((T)1);
+    long p0 = 0;
+    for (; p0 + PB <= P; p0 += PB) {
+        int k0 = 0;
+        for (; k0 + IG_KB <= K; k0 += IG_KB) {
+            VT acc[IG_KB][IG_PV];
+            for (int a = 0; a < IG_KB; a++)
+                for (int b = 0; b < IG_PV; b++) acc[a][b] = VOP(zero)();
+            T *cp = col + (long)k0 * P + p0;
+            for (int t = 0; t < Cout; t++) {
+                VT gv[IG_PV];
+                for (int b = 0; b < IG_PV; b++) gv[b] = VOP(load)(g + (long)t * P + p0 + b * VLANES);
+                const T *wt = w + (long)t * K + k0;
+                for (int a = 0; a < IG_KB; a++) {
+                    VT wv = VOP(set1)(wt[a]);
+                    for (int b = 0; b < IG_PV; b++) {
+                        VT nd = VOP(diff)(wv, VOP(load)(cp + (long)a * P + b * VLANES), one);
+                        acc[a][b] = FN(ig_term)(nd, gv[b], acc[a][b], mode, lo, hi);
+                    }
+                }
+            }
+            for (int a = 0; a < IG_KB; a++)
+                for (int b = 0; b < IG_PV; b++) {
+                    VT r = acc[a][b];
+                    if (mode == IG_L2) r = VOP(add)(r, r);
+                    VOP(store)(cp + (long)a * P + b * VLANES, r);
+                }
+        }
+        for (; k0 < K; k0++) {
+            VT acc[IG_PV];
+            for (int b = 0; b < IG_PV; b++) acc[b] = VOP(zero)();
+            T *cp = col + (long)k0 * P + p0;
+            for (int t = 0; t < Cout; t++) {
+                VT wv = VOP(set1)(w[(long)t * K + k0]);
+                for (int b = 0; b < IG_PV; b++) {
+                    VT gv = VOP(load)(g + (long)t * P + p0 + b * VLANES);
+                    VT nd = VOP(diff)(wv, VOP(load)(cp + b * VLANES), one);
+                    acc[b] = FN(ig_term)(nd, gv, acc[b], mode, lo, hi);
+                }
+            }
+            for (int b = 0; b < IG_PV; b++) {
+                VT r = acc[b];
+                if (mode == IG_L2) r = VOP(add)(r, r);
+                VOP(store)(cp + b * VLANES, r);
+            }
+        }
+    }
+    for (long p = p0; p < P; p++) {
+        for (int k = 0; k < K; k++) {
+            T acc = (T)0, c = col[(long)k * P + p];
+            for (int t = 0; t < Cout; t++)
+                acc = FN(ig_term_scalar)(w[(long)t * K + k] - c, g[(long)t * P + p], acc, mode);
+            if (mode == IG_L2) acc = acc + acc;
+            col[(long)k * P + p] = acc;
+        }
+    }
+}
+
+static void FN(input_grad_image)(T *col, const T *w, const T *g, int Cout, int K, long P,
+                                 int mode)
+{
+    if (mode == IG_HARDTANH) FN(input_grad_body)(col, w, g, Cout, K, P, IG_HARDTANH);
+    else if (mode == IG_SIGN) FN(input_grad_body)(col, w, g, Cout, K, P, IG_SIGN);
+    else FN(input_grad_body)(col, w, g, Cout, K, P, IG_L2);
+}
+
+#undef CAT_
+#undef CAT
+#undef FN
+#undef VT
+#undef CATN_
+#undef CATN
+#undef VOP

@@ -1,0 +1,113 @@
+/* Small SIMD abstraction for the adder kernels (float32 and float64).
+ *
+ * With AVX2+FMA (``-march=native`` on any x86-64-v3 CPU) a "vector" is one 256-bit register:
+ * 8 floats or 4 doubles.  Otherwise it is a single scalar (V*_LANES == 1) and the very same
+ * blocked kernels run lane by lane, which GCC partly re-vectorises for the target ISA.  Every
+ * operation below is exactly rounded per lane (no reassociation, no ``-ffast-math``), so the
+ * results of the two paths are identical bit for bit.
+ */
+#ifndef ADDERCORE_SIMD_H
+#define ADDERCORE_SIMD_H
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__AVX2__) && defined(__FMA__) && !defined(ADDERCORE_NO_SIMD)
+#include <immintrin.h>
+#define ADDERCORE_SIMD_NAME "avx2+fma"
+
+typedef __m256 vf32;
+#define VF32_LANES 8
+static inline vf32 vload_f32(const float *p) { return _mm256_loadu_ps(p); }
+static inline void vstore_f32(float *p, vf32 v) { _mm256_storeu_ps(p, v); }
+static inline vf32 vset1_f32(float a) { return _mm256_set1_ps(a); }
+static inline vf32 vzero_f32(void) { return _mm256_setzero_ps(); }
+static inline vf32 vadd_f32(vf32 a, vf32 b) { return _mm256_add_ps(a, b); }
+static inline vf32 vsub_f32(vf32 a, vf32 b) { return _mm256_sub_ps(a, b); }
+static inline vf32 vmul_f32(vf32 a, vf32 b) { return _mm256_mul_ps(a, b); }
+/* a*b + c with one rounding */
+static inline vf32 vfma_f32(vf32 a, vf32 b, vf32 c) { return _mm256_fmadd_ps(a, b, c); }
+/* c - w computed on the FMA ports (c - w·1 is exact in the product, one rounding: identical to
+ * a subtraction) so that subtraction and accumulation use different execution ports. */
+static inline vf32 vdiff_f32(vf32 c, vf32 w, vf32 one) { return _mm256_fnmadd_ps(w, one, c); }
+static inline vf32 vabs_f32(vf32 a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+static inline vf32 vneg_f32(vf32 a) { return _mm256_xor_ps(_mm256_set1_ps(-0.0f), a); }
+static inline vf32 vmin_f32(vf32 a, vf32 b) { return _mm256_min_ps(a, b); }
+static inline vf32 vmax_f32(vf32 a, vf32 b) { return _mm256_max_ps(a, b); }
+/* sgn(d)·g exactly as np.sign(d) * g (up to the sign of zero) */
+static inline vf32 vsignmul_f32(vf32 d, vf32 g)
+{
+    vf32 z = _mm256_setzero_ps();
+    vf32 pos = _mm256_and_ps(_mm256_cmp_ps(d, z, _CMP_GT_OQ), g);
+    vf32 neg = _mm256_and_ps(_mm256_cmp_ps(d, z, _CMP_LT_OQ), g);
+    return _mm256_sub_ps(pos, neg);
+}
+/* lanes summed in a fixed order: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)) */
+static inline float vhsum_f32(vf32 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+typedef __m256d vf64;
+#define VF64_LANES 4
+static inline vf64 vload_f64(const double *p) { return _mm256_loadu_pd(p); }
+static inline void vstore_f64(double *p, vf64 v) { _mm256_storeu_pd(p, v); }
+static inline vf64 vset1_f64(double a) { return _mm256_set1_pd(a); }
+static inline vf64 vzero_f64(void) { return _mm256_setzero_pd(); }
+static inline vf64 vadd_f64(vf64 a, vf64 b) { return _mm256_add_pd(a, b); }
+static inline vf64 vsub_f64(vf64 a, vf64 b) { return _mm256_sub_pd(a, b); }
+static inline vf64 vmul_f64(vf64 a, vf64 b) { return _mm256_mul_pd(a, b); }
+static inline vf64 vfma_f64(vf64 a, vf64 b, vf64 c) { return _mm256_fmadd_pd(a, b, c); }
+static inline vf64 vdiff_f64(vf64 c, vf64 w, vf64 one) { return _mm256_fnmadd_pd(w, one, c); }
+static inline vf64 vabs_f64(vf64 a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a); }
+static inline vf64 vneg_f64(vf64 a) { return _mm256_xor_pd(_mm256_set1_pd(-0.0), a); }
+static inline vf64 vmin_f64(vf64 a, vf64 b) { return _mm256_min_pd(a, b); }
+static inline vf64 vmax_f64(vf64 a, vf64 b) { return _mm256_max_pd(a, b); }
+static inline vf64 vsignmul_f64(vf64 d, vf64 g)
+{
+    vf64 z = _mm256_setzero_pd();
+    vf64 pos = _mm256_and_pd(_mm256_cmp_pd(d, z, _CMP_GT_OQ), g);
+    vf64 neg = _mm256_and_pd(_mm256_cmp_pd(d, z, _CMP_LT_OQ), g);
+    return _mm256_sub_pd(pos, neg);
+}
+static inline double vhsum_f64(vf64 v)
+{
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+    return _mm_cvtsd_f64(s);
+}
+
+#else /* portable scalar path: one lane */
+#define ADDERCORE_SIMD_NAME "scalar"
+
+#define ADDERCORE_SCALAR_OPS(T, S)                                                            \
+    typedef T v##S;                                                                           \
+    static inline v##S vload_##S(const T *p) { return *p; }                                  \
+    static inline void vstore_##S(T *p, v##S v) { *p = v; }                                  \
+    static inline v##S vset1_##S(T a) { return a; }                                          \
+    static inline v##S vzero_##S(void) { return (T)0; }                                      \
+    static inline v##S vadd_##S(v##S a, v##S b) { return a + b; }                            \
+    static inline v##S vsub_##S(v##S a, v##S b) { return a - b; }                            \
+    static inline v##S vmul_##S(v##S a, v##S b) { return a * b; }                            \
+    static inline v##S vfma_##S(v##S a, v##S b, v##S c) { return c + a * b; }               \
+    static inline v##S vdiff_##S(v##S c, v##S w, v##S one) { (void)one; return c - w; }     \
+    static inline v##S vabs_##S(v##S a) { return a < 0 ? -a : (a == 0 ? (T)0 : a); }        \
+    static inline v##S vneg_##S(v##S a) { return -a; }                                       \
+    static inline v##S vmin_##S(v##S a, v##S b) { return a < b ? a : b; }                    \
+    static inline v##S vmax_##S(v##S a, v##S b) { return a > b ? a : b; }                    \
+    static inline v##S vsignmul_##S(v##S d, v##S g)                                          \
+    {                                                                                         \
+        return (d > 0 ? g : (T)0) - (d < 0 ? g : (T)0);                                       \
+    }                                                                                         \
+    static inline T vhsum_##S(v##S v) { return v; }
+
+ADDERCORE_SCALAR_OPS(float, f32)
+ADDERCORE_SCALAR_OPS(double, f64)
+#define VF32_LANES 1
+#define VF64_LANES 1
+#endif
+
+#endif /* ADDERCORE_SIMD_H */
