@@ -135,7 +135,7 @@ def _load(key, root, train, download, labels="fine", progress=True):
         try:
             archive = download_url(spec["url"], dest_dir / spec["archive"], md5=spec["md5"],
                                    progress=progress)
-        except OSError as e:  # URLError, DownloadError (md5), disk errors
+        except Exception as e:  # URLError, DownloadError (md5), HTTP/protocol errors, disk errors
             raise _not_found(spec, tried, root, f"Download from {spec['url']} failed: {e}") from None
         loc = ("tar", archive)
     kind, path = loc
