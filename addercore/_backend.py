@@ -3,6 +3,7 @@
 ``ADDERCORE_BACKEND=numpy`` forces the reference; ``ADDERCORE_BACKEND=cython`` makes a missing
 extension an error instead of a warning.
 """
+import contextlib
 import os
 import warnings
 
@@ -51,3 +52,28 @@ def fast_module():
     if _BACKEND is None:
         _load()
     return _FAST
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Context manager: run the block on backend ``name`` ("numpy" or "cython"), then restore.
+
+    Used by :mod:`addercore.golden` to generate golden values on the numpy reference path.
+    Not thread-safe (it switches the process-wide choice).
+    """
+    global _BACKEND, _FAST
+    if name not in ("numpy", "cython"):
+        raise ValueError(f"backend must be 'numpy' or 'cython', got {name!r}")
+    if _BACKEND is None:
+        _load()
+    previous = (_BACKEND, _FAST)
+    if name == "numpy":
+        _BACKEND, _FAST = "numpy", None
+    else:
+        from .ops import fast  # ImportError when the extension is not compiled
+
+        _BACKEND, _FAST = "cython", fast
+    try:
+        yield
+    finally:
+        _BACKEND, _FAST = previous
