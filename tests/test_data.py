@@ -438,3 +438,13 @@ def test_loader_on_real_data(cifar_train):
     assert xb.shape == (256, 3, 32, 32) and xb.dtype == np.float32
     # normalised real data: roughly zero mean, finite
     assert np.isfinite(xb).all() and abs(float(xb.mean())) < 0.5
+
+
+def test_shared_data_helper_skips_locally_fails_in_ci(monkeypatch):
+    from conftest import shared_data_path
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="absent"):
+        shared_data_path("no-such-file")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        shared_data_path("no-such-file")
