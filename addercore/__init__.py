@@ -11,5 +11,17 @@ from ._backend import backend
 from .tensor import Tensor, is_grad_enabled, no_grad
 from .threads import get_num_threads, num_threads, set_num_threads
 
+_LAZY_SUBMODULES = ("io", "data", "models", "profile", "golden", "train")
+
+
+def __getattr__(name):
+    # heavier subpackages load on first use: `addercore.data`, `addercore.models`, ...
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'addercore' has no attribute {name!r}")
+
+
 __all__ = ["Tensor", "no_grad", "is_grad_enabled", "backend", "ops", "functional", "nn",
            "optim", "set_num_threads", "get_num_threads", "num_threads", "__version__"]
