@@ -50,6 +50,7 @@ SUMMATION_ORDER = (
 # --------------------------------------------------------------------------------------------
 _TOL_OP = {"float64": {"rtol": 1e-10, "atol": 1e-12}, "float32": {"rtol": 1e-4, "atol": 1e-5}}
 _TOL_NET = {"rtol": 1e-8, "atol": 1e-12}
+_TOL_NET_F32 = {"rtol": 1e-3, "atol": 1e-5}
 
 
 def _tol(dtype, exact=(), **override):
@@ -93,16 +94,17 @@ def _bn(name, dtype, x_shape, training, seed, momentum=0.1, eps=1e-5, offset=0.0
             "tolerance": _tol(dtype), "small": small}
 
 
-def _net(name, layers, widths, kind, seed, batch=4, small=True):
+def _net(name, layers, widths, kind, seed, batch=4, small=True, dtype="float64", step=True,
+         tol=None):
     params = {"arch": "resnet_cifar", "layers": list(layers), "widths": list(widths),
-              "kind": kind, "norm": "l1",
+              "kind": kind, "norm": "l1", "sgd_step": step,
               "num_classes": 10, "batch": batch, "image_size": 32, "training": True,
               "loss": "cross_entropy_mean", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
               "nesterov": False, "eta": 0.2, "placement": "gradient",
               "bn_eps": 1e-5, "bn_momentum": 0.1}
-    tol = dict(_TOL_NET)
+    tol = dict(tol or _TOL_NET)
     tol["exact"] = []
-    return {"name": name, "op": "resnet_cifar", "dtype": "float64", "seed": seed,
+    return {"name": name, "op": "resnet_cifar", "dtype": dtype, "seed": seed,
             "params": params, "tolerance": tol, "small": small}
 
 
@@ -202,6 +204,9 @@ def cases(small=False):
         _net("resnet20_adder_sgd_step_f64", (3, 3, 3), (16, 32, 64), "adder", 40003,
              small=False),
         _net("resnet20_cnn_sgd_step_f64", (3, 3, 3), (16, 32, 64), "cnn", 40004, small=False),
+        # float32 forward only (training-mode BatchNorm), loose tolerance: see the format doc
+        _net("resnet20_adder_forward_f32", (3, 3, 3), (16, 32, 64), "adder", 40005,
+             small=False, dtype="float32", step=False, tol=_TOL_NET_F32),
     ]
     if small:
         out = [c for c in out if c["small"]]
@@ -259,7 +264,7 @@ def make_inputs(case):
                 "running_mean": running_mean.astype(dt), "running_var": running_var.astype(dt),
                 "grad_output": rng.standard_normal(p["x_shape"]).astype(dt)}
     if op == "resnet_cifar":
-        model = _build_network(p, rng)
+        model = _build_network(p, rng, dt)
         state = model.state_dict()
         arrays = {}
         for key, value in state.items():
@@ -273,19 +278,19 @@ def make_inputs(case):
                 value = rng.uniform(0.5, 1.5, value.shape)
             arrays["state." + key] = np.array(value, dtype=state[key].dtype, order="C")
         size = p["image_size"]
-        arrays["x"] = rng.standard_normal((p["batch"], 3, size, size))
+        arrays["x"] = rng.standard_normal((p["batch"], 3, size, size)).astype(dt)
         arrays["target"] = rng.integers(0, p["num_classes"], size=p["batch"]).astype(np.int64)
         return arrays
     raise ValueError(f"unknown op {op!r}")
 
 
-def _build_network(p, rng=None):
+def _build_network(p, rng=None, dtype=np.float64):
     """The authors' CIFAR ResNet (addercore.models.ResNetCIFAR), float64; other widths than
     (16, 32, 64) give the same topology and state-dict names at that width."""
     from .models import ResNetCIFAR
 
-    args = (tuple(p["layers"]), p["num_classes"], p["kind"], p["norm"], p["eta"], np.float64,
-            rng)
+    args = (tuple(p["layers"]), p["num_classes"], p["kind"], p["norm"], p["eta"],
+            np.dtype(dtype), rng)
     if tuple(p.get("widths", (16, 32, 64))) == (16, 32, 64):
         return ResNetCIFAR(*args)
     return _narrow_resnet_class()(tuple(p["widths"]), *args)
@@ -357,15 +362,15 @@ def compute_case(case, inputs):
             out["running_mean_updated"], out["running_var_updated"] = rm, rv
         return out
     if op == "resnet_cifar":
-        return _network_step(p, inputs)
+        return _network_step(p, inputs, np.dtype(case["dtype"]))
     raise ValueError(f"unknown op {op!r}")
 
 
-def _network_step(p, inputs):
+def _network_step(p, inputs, dtype):
     from . import functional as F
     from .optim import SGD
 
-    model = _build_network(p, np.random.default_rng(0))
+    model = _build_network(p, np.random.default_rng(0), dtype)
     state = {k[len("state."):]: v for k, v in inputs.items() if k.startswith("state.")}
     model.load_state_dict(state, strict=True)
     model.train()
@@ -377,7 +382,9 @@ def _network_step(p, inputs):
     logits = model(inputs["x"])
     loss = F.cross_entropy(logits, inputs["target"])
     loss.backward()
-    out = {"logits": np.array(logits.data), "loss": np.array(loss.data, dtype=np.float64)}
+    out = {"logits": np.array(logits.data), "loss": np.array(loss.data, dtype=dtype)}
+    if not p.get("sgd_step", True):
+        return out
     for name, param in zip(names, params):
         out["grad." + name] = np.array(param.grad)
     opt.step()
