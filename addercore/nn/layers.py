@@ -36,6 +36,27 @@ def _positive_int(value, name):
     return int(value)
 
 
+def _check_input_array(layer, x, ndim, layout, channels):
+    """Check a layer's input against the layer: float dtype equal to the parameters', rank
+    ``ndim`` and ``channels`` at axis 1.  Errors name the layer (its repr) and show the expected
+    vs. received shape or dtype."""
+    data = x.data
+    where = f"{type(layer).__name__}({layer.extra_repr()})"
+    dtype = data.dtype.newbyteorder("=") if data.dtype.kind == "f" else data.dtype
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"{where}: input must have dtype float32 or float64, got {data.dtype}")
+    if dtype != layer.dtype:
+        raise TypeError(
+            f"{where}: input has dtype {data.dtype} but the layer's parameters are "
+            f"{layer.dtype}; convert the input (x.astype) or the model (.to(dtype))"
+        )
+    if data.ndim != ndim or data.shape[1] != channels:
+        raise ValueError(
+            f"{where}: input must have shape {layout} with {channels} channels, "
+            f"got shape {data.shape}"
+        )
+
+
 def _kaiming_uniform(shape, fan_in, rng, dtype):
     """PyTorch's default conv/linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)): the bound that
     kaiming_uniform with a=sqrt(5) reduces to."""
@@ -76,6 +97,9 @@ class Adder2d(Module):
         # The optimiser reads this to apply the adaptive per-layer learning rate.
         self.adder.adaptive_eta = eta
 
+    def _check_input(self, x):
+        _check_input_array(self, x, 4, "(N, C, H, W)", self.in_channels)
+
     def forward(self, x):
         return F.adder2d(x, self.adder, self.stride, self.padding, self.norm, self.filter_grad,
                          self.input_grad)
@@ -102,6 +126,9 @@ class Conv2d(Module):
         self.weight = Parameter(_kaiming_uniform(shape, fan_in, rng, dtype))
         self.bias = Parameter(_kaiming_uniform((self.out_channels,), fan_in, rng, dtype)) if bias else None
 
+    def _check_input(self, x):
+        _check_input_array(self, x, 4, "(N, C, H, W)", self.in_channels)
+
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
@@ -127,6 +154,9 @@ class BatchNorm2d(Module):
         self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
         self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
         self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+
+    def _check_input(self, x):
+        _check_input_array(self, x, 4, "(N, C, H, W)", self.num_features)
 
     def forward(self, x):
         if self.training:
@@ -168,6 +198,9 @@ class Linear(Module):
         rng = _rng(rng)
         self.weight = Parameter(_kaiming_uniform((out_features, in_features), in_features, rng, dtype))
         self.bias = Parameter(_kaiming_uniform((out_features,), in_features, rng, dtype)) if bias else None
+
+    def _check_input(self, x):
+        _check_input_array(self, x, 2, "(N, in_features)", self.in_features)
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)

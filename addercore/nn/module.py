@@ -178,9 +178,14 @@ class Module:
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
+    def _check_input(self, x):
+        """Hook: layers check their input Tensor here (rank, channels, dtype) and raise an error
+        that names the layer; the default accepts anything."""
+
     def __call__(self, x, *args, **kwargs):
         if not isinstance(x, Tensor):
             x = Tensor(x)
+        self._check_input(x)
         return self.forward(x, *args, **kwargs)
 
     def extra_repr(self):

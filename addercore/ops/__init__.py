@@ -6,12 +6,18 @@ numpy reference (:mod:`addercore.ops.reference`) otherwise. Both give the same r
 adder forward bit for bit, the rest within rounding. Outputs have the inputs' dtype.
 
 ``stride`` and ``padding`` are an int or a pair ``(h, w)``; kernels may be non-square.
+
+Validation (see ``docs/robustness.md``): bad types/dtypes raise ``TypeError``, bad shapes and
+values ``ValueError``, each naming the argument with the expected and received shape/dtype.
+Views of any layout are accepted (copied to C order); an empty batch (N = 0) gives empty
+results of the right shape; NaN/Inf are not checked and propagate as in numpy.
 """
 import numpy as np
 
 from .. import _backend
 from . import reference
-from ._validate import as_pair, choice, conv_geometry, float_array, same_dtype
+from ._validate import (as_pair, choice, conv_geometry, expect_shape, float_array, real_scalar,
+                        same_dtype, shape_tuple)
 
 __all__ = [
     "adder2d_forward",
@@ -61,9 +67,7 @@ def _conv_args(x, weight, stride, padding, kind):
 
 def _grad_output(grad_output, x, weight, out_hw):
     g = float_array(grad_output, "grad_output", 4, "(N, Cout, Ho, Wo)")
-    expected = (x.shape[0], weight.shape[0]) + tuple(out_hw)
-    if g.shape != expected:
-        raise ValueError(f"grad_output must have shape {expected}, got {g.shape}")
+    expect_shape(g, "grad_output", (x.shape[0], weight.shape[0]) + tuple(out_hw))
     same_dtype(x=x, grad_output=g)
     return g
 
@@ -107,9 +111,8 @@ def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1",
 def adaptive_scale(grad_weight, eta=0.2):
     """Adaptive per-layer scaling: ``g · η·sqrt(g.size) / max(‖g‖₂, 1e-12)`` (same dtype)."""
     g = float_array(grad_weight, "grad_weight")
-    if not np.isscalar(eta) or isinstance(eta, (bool, str)) or not eta > 0:
-        raise ValueError(f"eta must be a positive number, got {eta!r}")
-    return reference.adaptive_scale(g, float(eta))
+    eta = real_scalar(eta, "eta", low=0.0, low_open=True)
+    return reference.adaptive_scale(g, eta)
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,6 +141,8 @@ def conv2d_backward(x, weight, grad_output, stride=1, padding=0):
     """
     x, weight, stride, padding, out_hw = _conv_args(x, weight, stride, padding, "conv")
     g = _grad_output(grad_output, x, weight, out_hw)
+    if x.shape[0] == 0:  # empty batch: same answer on every backend
+        return np.zeros_like(x), np.zeros_like(weight)
     return _impl("conv2d_backward")(x, weight, g, stride, padding)
 
 
@@ -146,8 +151,7 @@ def conv2d_backward(x, weight, grad_output, stride=1, padding=0):
 # --------------------------------------------------------------------------------------------
 def _channel_vector(a, name, channels, dtype):
     a = float_array(a, name, 1, "(C,)")
-    if a.shape[0] != channels:
-        raise ValueError(f"{name} must have shape ({channels},), got {a.shape}")
+    expect_shape(a, name, (channels,))
     if a.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype} like x, got {a.dtype}")
     return a
@@ -170,6 +174,8 @@ def batch_norm2d_forward(x, weight, bias, running_mean=None, running_var=None, t
             if not isinstance(buf, np.ndarray) or not buf.flags.c_contiguous:
                 raise TypeError(f"{name} must be a C-contiguous numpy.ndarray (updated in place)")
             _channel_vector(buf, name, c, x.dtype)
+    momentum = real_scalar(momentum, "momentum", low=0.0, high=1.0)
+    eps = real_scalar(eps, "eps", low=0.0, low_open=True)
     if not training and (running_mean is None or running_var is None):
         raise ValueError("training=False needs running_mean and running_var")
     if training and x.shape[0] * x.shape[2] * x.shape[3] < 2:
@@ -185,8 +191,8 @@ def batch_norm2d_backward(x, weight, grad_output, mean, invstd, training=True):
     """BatchNorm2d backward -> (grad_input (N, C, H, W), grad_weight (C,), grad_bias (C,))."""
     x = float_array(x, "x", 4, "(N, C, H, W)")
     g = float_array(grad_output, "grad_output", 4, "(N, C, H, W)")
-    if g.shape != x.shape:
-        raise ValueError(f"grad_output must have shape {x.shape}, got {g.shape}")
+    expect_shape(g, "grad_output", x.shape)
+    same_dtype(x=x, grad_output=g)
     c = x.shape[1]
     weight = _channel_vector(weight, "weight", c, x.dtype)
     mean = _channel_vector(mean, "mean", c, x.dtype)
@@ -204,12 +210,21 @@ def avg_pool2d_forward(x, kernel_size, stride=None):
     return _impl("avg_pool2d_forward")(x, kernel, stride)
 
 
+def _pool_out_shape(x_shape, kernel, stride):
+    n, c, h, w = x_shape
+    return (n, c, output_size(h, kernel[0], stride[0], 0), output_size(w, kernel[1], stride[1], 0))
+
+
 def avg_pool2d_backward(x_shape, grad_output, kernel_size, stride=None):
     """Average pooling backward -> grad_input of shape ``x_shape``."""
+    x_shape = shape_tuple(x_shape, "x_shape", 4, "(N, C, H, W)")
     g = float_array(grad_output, "grad_output", 4, "(N, C, Ho, Wo)")
     kernel = as_pair(kernel_size, "kernel_size", 1)
     stride = kernel if stride is None else as_pair(stride, "stride", 1)
-    return _impl("avg_pool2d_backward")(tuple(x_shape), g, kernel, stride)
+    if kernel[0] > x_shape[2] or kernel[1] > x_shape[3]:
+        raise ValueError(f"kernel_size {kernel} is larger than the input {x_shape[2:]}")
+    expect_shape(g, "grad_output", _pool_out_shape(x_shape, kernel, stride))
+    return _impl("avg_pool2d_backward")(x_shape, g, kernel, stride)
 
 
 def relu_forward(x):
@@ -221,8 +236,8 @@ def relu_backward(x, grad_output):
     """grad_output where x > 0, else 0."""
     x = float_array(x, "x")
     g = float_array(grad_output, "grad_output")
-    if g.shape != x.shape:
-        raise ValueError(f"grad_output must have shape {x.shape}, got {g.shape}")
+    expect_shape(g, "grad_output", x.shape)
+    same_dtype(x=x, grad_output=g)
     return _impl("relu_backward")(x, g)
 
 
@@ -246,8 +261,10 @@ def linear_backward(x, weight, grad_output):
     x = float_array(x, "x", 2, "(N, in_features)")
     weight = float_array(weight, "weight", 2, "(out_features, in_features)")
     g = float_array(grad_output, "grad_output", 2, "(N, out_features)")
-    if g.shape != (x.shape[0], weight.shape[0]):
-        raise ValueError(f"grad_output must have shape {(x.shape[0], weight.shape[0])}, got {g.shape}")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} features but weight expects {weight.shape[1]}")
+    expect_shape(g, "grad_output", (x.shape[0], weight.shape[0]))
+    same_dtype(x=x, weight=weight, grad_output=g)
     return _impl("linear_backward")(x, weight, g)
 
 
@@ -273,4 +290,7 @@ def cross_entropy_forward(logits, targets):
 def cross_entropy_backward(logits, targets, grad_output=1.0):
     """Gradient of the mean cross-entropy w.r.t. logits: (N, classes)."""
     logits = float_array(logits, "logits", 2, "(N, classes)")
+    if logits.shape[0] == 0:
+        raise ValueError("cross_entropy needs at least one sample, got logits shape (0, ...)")
+    grad_output = real_scalar(grad_output, "grad_output", finite=False)
     return _impl("cross_entropy_backward")(logits, _targets(targets, logits), grad_output)

@@ -1,13 +1,26 @@
-"""Argument checks shared by the public ops: clear errors that name the argument."""
+"""Argument checks shared by the public ops: clear errors that name the argument.
+
+Policy (docs/robustness.md): wrong types/dtypes raise ``TypeError``, wrong shapes or values
+raise ``ValueError``; each message names the argument and shows what was expected and what was
+received.  Arrays are never cast between dtypes (float32/float64 only, one dtype per call);
+non-contiguous, negatively strided, Fortran-ordered, read-only and non-native-byte-order views
+are accepted and copied to a native C-contiguous array (never mis-read).  Zero-size batches
+(N = 0) are valid and give empty results; NaN/Inf values are not checked and propagate as in
+numpy.
+"""
+import math
 import numbers
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+#: The compiled kernels index with C ``int``: geometry values must fit in it.
+INT_MAX = 2**31 - 1
 
-def as_pair(value, name, minimum):
-    """Normalise an int or a pair of ints to ``(a, b)``, each >= ``minimum``."""
+
+def as_pair(value, name, minimum, maximum=INT_MAX):
+    """Normalise an int or a pair of ints to ``(a, b)``, each in ``[minimum, maximum]``."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
@@ -20,6 +33,8 @@ def as_pair(value, name, minimum):
             raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
         if v < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        if v > maximum:
+            raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
         out.append(int(v))
     return tuple(out)
 
@@ -27,16 +42,18 @@ def as_pair(value, name, minimum):
 def float_array(a, name, ndim=None, shape_hint=""):
     """Check ``a`` is a float32/float64 ndarray of rank ``ndim``; return it C-contiguous.
 
-    Non-contiguous and negatively strided views are accepted and copied, never mis-read.
+    Non-contiguous, negatively strided, read-only and byte-swapped views are accepted and
+    copied (to native byte order), never mis-read.
     """
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype not in FLOAT_DTYPES:
+    dtype = a.dtype.newbyteorder("=") if a.dtype.kind == "f" else a.dtype
+    if dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
     if ndim is not None and a.ndim != ndim:
         hint = f" {shape_hint}" if shape_hint else ""
         raise ValueError(f"{name} must have {ndim} dimensions{hint}, got shape {a.shape}")
-    return np.ascontiguousarray(a)
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def same_dtype(**arrays):
@@ -47,27 +64,81 @@ def same_dtype(**arrays):
         raise TypeError(f"arrays must share one dtype, got {listed}")
 
 
+def expect_shape(a, name, expected):
+    """``a.shape == expected`` or a ValueError showing both."""
+    expected = tuple(expected)
+    if a.shape != expected:
+        raise ValueError(f"{name} must have shape {expected}, got {a.shape}")
+    return a
+
+
 def choice(value, name, options):
-    if value not in options:
+    if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {sorted(options)}, got {value!r}")
     return value
 
 
+def real_scalar(value, name, low=None, high=None, low_open=False, finite=True):
+    """A real Python/numpy number (not bool, not str), optionally finite and in a range;
+    returned as float.  ``low_open`` makes the lower bound exclusive."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if finite and not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and (v < low or (low_open and v == low)):
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    if high is not None and v > high:
+        raise ValueError(f"{name} must be <= {high}, got {value!r}")
+    return v
+
+
+def shape_tuple(shape, name, ndim, shape_hint=""):
+    """A tuple of ``ndim`` non-negative ints (e.g. the ``x_shape`` argument of a backward)."""
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of {ndim} ints {shape_hint}, got {shape!r}") from None
+    if len(dims) != ndim or any(
+        isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Integral) or d < 0
+        for d in dims
+    ):
+        raise ValueError(f"{name} must be a tuple of {ndim} non-negative ints {shape_hint}, "
+                         f"got {shape!r}")
+    return tuple(int(d) for d in dims)
+
+
 def conv_geometry(x, weight, stride, padding, x_name="x", w_name="weight"):
-    """Check (N, Cin, H, W) against (Cout, Cin, kh, kw); return ``(Ho, Wo)``."""
+    """Check (N, Cin, H, W) against (Cout, Cin, kh, kw); return ``(Ho, Wo)``.
+
+    N may be 0 (an empty batch); every other dimension of ``x`` and ``weight`` must be >= 1,
+    and the kernel must fit in the padded input.
+    """
+    kh, kw = weight.shape[2:]
+    if kh < 1 or kw < 1 or weight.shape[0] < 1 or weight.shape[1] < 1:
+        raise ValueError(f"{w_name} must have non-zero dimensions, got shape {weight.shape}")
     if x.shape[1] != weight.shape[1]:
         raise ValueError(
             f"{x_name} has {x.shape[1]} channels but {w_name} expects {weight.shape[1]} "
             f"({x_name} shape {x.shape}, {w_name} shape {weight.shape})"
         )
-    kh, kw = weight.shape[2:]
-    if kh < 1 or kw < 1 or weight.shape[0] < 1 or weight.shape[1] < 1:
-        raise ValueError(f"{w_name} must have non-zero dimensions, got shape {weight.shape}")
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(
+            f"{x_name} must have non-zero height and width (only the batch N may be 0), "
+            f"got shape {x.shape}"
+        )
     hp = x.shape[2] + 2 * padding[0]
     wp = x.shape[3] + 2 * padding[1]
+    if hp > INT_MAX or wp > INT_MAX:
+        raise ValueError(f"padding {padding} makes the padded input {hp}x{wp} exceed {INT_MAX}")
     if kh > hp or kw > wp:
         raise ValueError(
             f"kernel {kh}x{kw} is larger than the padded input {hp}x{wp} "
             f"({x_name} shape {x.shape}, padding {padding})"
         )
+    if weight.shape[1] * kh * kw > INT_MAX:
+        raise ValueError(f"{w_name} filter length Cin*kh*kw exceeds {INT_MAX}: {weight.shape}")
     return (hp - kh) // stride[0] + 1, (wp - kw) // stride[1] + 1

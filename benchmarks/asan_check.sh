@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Out-of-bounds check of the Cython/OpenMP kernels (issue 6, docs/robustness.md).
+#
+# Copies the working tree (tracked + untracked-but-not-ignored files, so uncommitted kernel
+# edits are checked too) into a scratch directory, builds addercore_ext there in place with
+# AddressSanitizer (ADDERCORE_SANITIZE=address, setup.py) and, with --boundscheck, Cython's
+# boundscheck/wraparound/initializedcheck (ADDERCORE_BOUNDSCHECK=1), then runs the kernel tests
+# and the property tests against that build with libasan preloaded.  The in-place build of the
+# checkout is never touched.  Any heap/stack out-of-bounds access aborts the run with an ASan
+# report (exit status != 0); a Cython bounds violation raises IndexError.
+#
+# Usage: benchmarks/asan_check.sh [--boundscheck] [--keep] [extra pytest args...]
+#   ASAN_BUILD_DIR=/tmp/x   scratch directory (default: a fresh mktemp -d)
+#   HYPOTHESIS_PROFILE      hypothesis profile for tests/test_properties.py (default "asan":
+#                           more examples than the CI profile)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BOUNDSCHECK=0
+KEEP=0
+PYTEST_ARGS=()
+for arg in "$@"; do
+  case "$arg" in
+    --boundscheck) BOUNDSCHECK=1 ;;
+    --keep) KEEP=1 ;;
+    *) PYTEST_ARGS+=("$arg") ;;
+  esac
+done
+
+WORK="${ASAN_BUILD_DIR:-$(mktemp -d /tmp/addercore-asan.XXXXXX)}"
+mkdir -p "$WORK"
+cleanup() { if [ "$KEEP" = 0 ] && [ -z "${ASAN_BUILD_DIR:-}" ]; then rm -rf "$WORK"; fi; }
+trap cleanup EXIT
+
+echo "== copying $REPO -> $WORK"
+(cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+  | xargs -0 -I{} sh -c 'test -f "{}" && echo "{}"' \
+  | grep -v -E '\.(so|c)$' \
+  | tar -cf - -T -) | (cd "$WORK" && tar -xf -)
+
+LIBASAN="$(gcc -print-file-name=libasan.so)"
+echo "== building with ADDERCORE_SANITIZE=address ADDERCORE_BOUNDSCHECK=$BOUNDSCHECK (libasan: $LIBASAN)"
+(cd "$WORK" && ADDERCORE_SANITIZE=address ADDERCORE_BOUNDSCHECK=$BOUNDSCHECK \
+  python setup.py build_ext --inplace --force > "$WORK/build.log" 2>&1) \
+  || { tail -40 "$WORK/build.log"; exit 2; }
+n_asan=$(nm -D "$WORK"/addercore_ext/_adder*.so | grep -c __asan_ || true)
+[ "$n_asan" -gt 0 ] || { echo "not an ASan build"; exit 2; }
+
+echo "== running kernel + property tests under ASan"
+cd "$WORK"
+# detect_leaks=0: CPython itself "leaks" at exit; we look for out-of-bounds accesses only.
+# The test process must import this copy, not the checkout: run from $WORK with -p no:cacheprovider.
+LD_PRELOAD="$LIBASAN" \
+ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=0:allocator_may_return_null=1" \
+ADDERCORE_BACKEND=cython \
+HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-asan}" \
+PYTHONPATH="$WORK" \
+python -m pytest -q -p no:cacheprovider \
+  tests/test_ops_reference.py tests/test_properties.py tests/test_validation.py \
+  "${PYTEST_ARGS[@]}"
+python -c "import addercore_ext, addercore; print('checked build:', addercore_ext.__file__, addercore.backend())"
+echo "== ASan: no out-of-bounds access detected"
