@@ -3,7 +3,7 @@
 ``set_num_threads(n)`` sets both; ``num_threads(n)`` is the scoped version. Kernels read
 :func:`get_num_threads` at each call, so the setting applies to the next call. Results never
 depend on it: every kernel partitions work so that each output is summed by one thread in a
-fixed order.
+fixed order.  The BLAS pool (OpenBLAS, MKL, ...) is limited through threadpoolctl.
 """
 import contextlib
 import os
@@ -11,7 +11,6 @@ import os
 from threadpoolctl import threadpool_limits
 
 _num_threads = None
-_blas_limiter = None
 
 
 def _default():
@@ -21,6 +20,15 @@ def _default():
         return max(1, os.cpu_count() or 1)
 
 
+def _check(n):
+    if isinstance(n, bool) or not hasattr(n, "__index__"):
+        raise TypeError(f"n must be an int >= 1, got {type(n).__name__}")
+    n = int(n.__index__())
+    if n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n}")
+    return n
+
+
 def get_num_threads():
     """Number of threads the kernels and BLAS use (int >= 1); default: the usable cores."""
     return _num_threads if _num_threads is not None else _default()
@@ -28,27 +36,23 @@ def get_num_threads():
 
 def set_num_threads(n):
     """Use ``n`` threads (int >= 1) for the OpenMP kernels and the BLAS pool."""
-    global _num_threads, _blas_limiter
-    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
-        raise TypeError(f"n must be an int >= 1, got {type(n).__name__}")
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n}")
+    global _num_threads
+    n = _check(n)
     _num_threads = n
-    _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+    threadpool_limits(limits=n, user_api="blas")
 
 
 @contextlib.contextmanager
 def num_threads(n):
-    """Context manager: run the block with ``n`` threads, then restore the previous setting."""
-    global _num_threads, _blas_limiter
-    previous, previous_limiter = _num_threads, _blas_limiter
-    limiter = threadpool_limits(limits=int(n), user_api="blas") if isinstance(n, int) else None
+    """Context manager: run the block with ``n`` threads, then restore the previous setting
+    (both the kernels' count and the BLAS pool's)."""
+    global _num_threads
+    n = _check(n)
+    previous = _num_threads
+    limiter = threadpool_limits(limits=n, user_api="blas")  # remembers the BLAS setting
+    _num_threads = n
     try:
-        set_num_threads(n)
         yield
     finally:
         _num_threads = previous
-        _blas_limiter = previous_limiter
-        if limiter is not None:
-            limiter.restore_original_info()
+        limiter.restore_original_limits()

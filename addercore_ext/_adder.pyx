@@ -28,29 +28,33 @@ from cython cimport floating
 
 cdef extern from "adder_kernels.h" nogil:
     void pack_patches_f32(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                          int ph, int pw, int Ho, int Wo, float *col)
+                          int ph, int pw, int h_lo, int h_hi, int Wo, float *col)
     void pack_patches_f64(const double *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                          int ph, int pw, int Ho, int Wo, double *col)
+                          int ph, int pw, int h_lo, int h_hi, int Wo, double *col)
     void unpack_patches_add_f32(const float *dcol, int C, int H, int W, int kh, int kw, int sh,
-                                int sw, int ph, int pw, int Ho, int Wo, float *gx)
+                                int sw, int ph, int pw, int h_lo, int h_hi, int Wo, float *gx)
     void unpack_patches_add_f64(const double *dcol, int C, int H, int W, int kh, int kw, int sh,
-                                int sw, int ph, int pw, int Ho, int Wo, double *gx)
-    void l1_forward_image_f32(const float *col, const float *w, int Cout, int K, long P, float *y)
-    void l1_forward_image_f64(const double *col, const double *w, int Cout, int K, long P, double *y)
-    void l2_forward_image_f32(const float *col, const float *w, int Cout, int K, long P, float *y)
-    void l2_forward_image_f64(const double *col, const double *w, int Cout, int K, long P, double *y)
-    void filter_grad_full_image_f32(const float *col, const float *g, int Cout, int K, long P,
-                                    float *gw, float *gsum)
-    void filter_grad_full_image_f64(const double *col, const double *g, int Cout, int K, long P,
-                                    double *gw, double *gsum)
-    void filter_grad_sign_image_f32(const float *col, const float *w, const float *g, int Cout,
-                                    int K, long P, float *gw)
-    void filter_grad_sign_image_f64(const double *col, const double *w, const double *g, int Cout,
-                                    int K, long P, double *gw)
-    void input_grad_image_f32(float *col, const float *w, const float *g, int Cout, int K, long P,
-                              int mode)
-    void input_grad_image_f64(double *col, const double *w, const double *g, int Cout, int K,
-                              long P, int mode)
+                                int sw, int ph, int pw, int h_lo, int h_hi, int Wo, double *gx)
+    void l1_forward_tile_f32(const float *col, const float *w, int Cout, int K, long P, float *y,
+                             long ldy)
+    void l1_forward_tile_f64(const double *col, const double *w, int Cout, int K, long P,
+                             double *y, long ldy)
+    void l2_forward_tile_f32(const float *col, const float *w, int Cout, int K, long P, float *y,
+                             long ldy)
+    void l2_forward_tile_f64(const double *col, const double *w, int Cout, int K, long P,
+                             double *y, long ldy)
+    void filter_grad_full_tile_f32(const float *col, const float *g, long ldg, int Cout, int K,
+                                   long P, float *gw, float *gsum)
+    void filter_grad_full_tile_f64(const double *col, const double *g, long ldg, int Cout, int K,
+                                   long P, double *gw, double *gsum)
+    void filter_grad_sign_tile_f32(const float *col, const float *w, const float *g, long ldg,
+                                   int Cout, int K, long P, float *gw)
+    void filter_grad_sign_tile_f64(const double *col, const double *w, const double *g, long ldg,
+                                   int Cout, int K, long P, double *gw)
+    void input_grad_tile_f32(float *col, const float *w, const float *g, long ldg, int Cout, int K,
+                             long P, int mode)
+    void input_grad_tile_f64(double *col, const double *w, const double *g, long ldg, int Cout,
+                             int K, long P, int mode)
     const char *addercore_simd_name()
     int IG_HARDTANH, IG_SIGN, IG_L2
 
@@ -66,60 +70,69 @@ def simd_name():
 
 
 cdef inline void _pack(const floating *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                       int ph, int pw, int Ho, int Wo, floating *col) noexcept nogil:
+                       int ph, int pw, int h_lo, int h_hi, int Wo, floating *col) noexcept nogil:
     if floating is float:
-        pack_patches_f32(x, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, col)
+        pack_patches_f32(x, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col)
     else:
-        pack_patches_f64(x, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, col)
+        pack_patches_f64(x, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col)
 
 
 cdef inline void _unpack_add(const floating *dcol, int C, int H, int W, int kh, int kw, int sh,
-                             int sw, int ph, int pw, int Ho, int Wo,
+                             int sw, int ph, int pw, int h_lo, int h_hi, int Wo,
                              floating *gx) noexcept nogil:
     if floating is float:
-        unpack_patches_add_f32(dcol, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, gx)
+        unpack_patches_add_f32(dcol, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, gx)
     else:
-        unpack_patches_add_f64(dcol, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, gx)
+        unpack_patches_add_f64(dcol, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, gx)
 
 
 def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                   floating[:, :, :, ::1] y, int kh, int kw, int sh, int sw, int ph, int pw,
-                  bint l2, floating[:, ::1] col_workspace, int num_threads):
+                  bint l2, int tile_rows, floating[:, ::1] col_workspace, int num_threads):
     """y[n, t] = -Σ_k dist(patch - w[t]) for every image (see module docstring).
 
-    x (N, Cin, H, W); weight (Cout, K) with K = Cin·kh·kw; y (N, Cout, Ho, Wo) written;
-    col_workspace (>= num_threads, >= K·Ho·Wo), same dtype.  Allocates nothing.
+    x (N, Cin, H, W); weight (Cout, K) with K = Cin·kh·kw; y (N, Cout, Ho, Wo) written.
+    Each image is processed in tiles of ``tile_rows`` output rows, packed into the thread's
+    row of col_workspace (>= num_threads, >= K·tile_rows·Wo), same dtype.  Allocates nothing.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int Cout = y.shape[1], Ho = y.shape[2], Wo = y.shape[3]
     cdef int K = C * kh * kw
     cdef long P = <long>Ho * Wo
     cdef Py_ssize_t n
-    cdef int tid
+    cdef int tid, h_lo, h_hi
+    cdef long Pt
     cdef floating *col
+    cdef floating *yt
     if N == 0 or Cout == 0 or P == 0:
         return
     with nogil, parallel(num_threads=num_threads):
         tid = openmp.omp_get_thread_num()
         col = &col_workspace[tid, 0]
         for n in prange(N, schedule="static"):
-            _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, col)
-            if floating is float:
-                if l2:
-                    l2_forward_image_f32(col, &weight[0, 0], Cout, K, P, &y[n, 0, 0, 0])
+            h_lo = 0
+            while h_lo < Ho:
+                h_hi = min(h_lo + tile_rows, Ho)
+                Pt = <long>(h_hi - h_lo) * Wo
+                yt = &y[n, 0, h_lo, 0]
+                _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col)
+                if floating is float:
+                    if l2:
+                        l2_forward_tile_f32(col, &weight[0, 0], Cout, K, Pt, yt, P)
+                    else:
+                        l1_forward_tile_f32(col, &weight[0, 0], Cout, K, Pt, yt, P)
                 else:
-                    l1_forward_image_f32(col, &weight[0, 0], Cout, K, P, &y[n, 0, 0, 0])
-            else:
-                if l2:
-                    l2_forward_image_f64(col, &weight[0, 0], Cout, K, P, &y[n, 0, 0, 0])
-                else:
-                    l1_forward_image_f64(col, &weight[0, 0], Cout, K, P, &y[n, 0, 0, 0])
+                    if l2:
+                        l2_forward_tile_f64(col, &weight[0, 0], Cout, K, Pt, yt, P)
+                    else:
+                        l1_forward_tile_f64(col, &weight[0, 0], Cout, K, Pt, yt, P)
+                h_lo = h_hi
 
 
 def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                    const floating[:, :, :, ::1] grad_output, floating[:, :, :, ::1] grad_input,
                    int kh, int kw, int sh, int sw, int ph, int pw, bint filter_sign,
-                   int input_mode, floating[:, ::1] col_workspace,
+                   int input_mode, int tile_rows, floating[:, ::1] col_workspace,
                    floating[:, :, ::1] partial_grad_weight, floating[:, ::1] partial_grad_sum,
                    int num_threads):
     """Accumulate the adder backward of a batch, slot by slot (see module docstring).
@@ -130,7 +143,8 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     slot s covers images [s·N // S, (s+1)·N // S) and receives Σ_n Σ_p col·G
     (``filter_sign`` false) or Σ_n Σ_p sgn(D)·G (true) in partial_grad_weight[s] and Σ G in
     partial_grad_sum[s].  input_mode: INPUT_GRAD_HARDTANH / _SIGN / _L2.
-    col_workspace (>= num_threads, >= K·Ho·Wo).  Allocates nothing.
+    Images are processed in tiles of ``tile_rows`` output rows packed into the thread's row of
+    col_workspace (>= num_threads, >= K·tile_rows·Wo).  Allocates nothing.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int Cout = grad_output.shape[1], Ho = grad_output.shape[2], Wo = grad_output.shape[3]
@@ -138,9 +152,11 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     cdef long P = <long>Ho * Wo
     cdef int S = partial_grad_weight.shape[0]
     cdef Py_ssize_t s, n, n_lo, n_hi, e, count
-    cdef int tid
+    cdef int tid, h_lo, h_hi
+    cdef long Pt
     cdef floating *col
     cdef floating *gx
+    cdef const floating *gt
     if N == 0:
         return
     count = <Py_ssize_t>C * H * W
@@ -156,28 +172,32 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                     gx[e] = 0
                 if P == 0 or Cout == 0:
                     continue
-                _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, col)
-                if floating is float:
-                    if filter_sign:
-                        filter_grad_sign_image_f32(col, &weight[0, 0], &grad_output[n, 0, 0, 0],
-                                                   Cout, K, P, &partial_grad_weight[s, 0, 0])
+                h_lo = 0
+                while h_lo < Ho:
+                    h_hi = min(h_lo + tile_rows, Ho)
+                    Pt = <long>(h_hi - h_lo) * Wo
+                    gt = &grad_output[n, 0, h_lo, 0]
+                    _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col)
+                    if floating is float:
+                        if filter_sign:
+                            filter_grad_sign_tile_f32(col, &weight[0, 0], gt, P, Cout, K, Pt,
+                                                      &partial_grad_weight[s, 0, 0])
+                        else:
+                            filter_grad_full_tile_f32(col, gt, P, Cout, K, Pt,
+                                                      &partial_grad_weight[s, 0, 0],
+                                                      &partial_grad_sum[s, 0])
+                        input_grad_tile_f32(col, &weight[0, 0], gt, P, Cout, K, Pt, input_mode)
                     else:
-                        filter_grad_full_image_f32(col, &grad_output[n, 0, 0, 0], Cout, K, P,
-                                                   &partial_grad_weight[s, 0, 0],
-                                                   &partial_grad_sum[s, 0])
-                    input_grad_image_f32(col, &weight[0, 0], &grad_output[n, 0, 0, 0], Cout, K,
-                                         P, input_mode)
-                else:
-                    if filter_sign:
-                        filter_grad_sign_image_f64(col, &weight[0, 0], &grad_output[n, 0, 0, 0],
-                                                   Cout, K, P, &partial_grad_weight[s, 0, 0])
-                    else:
-                        filter_grad_full_image_f64(col, &grad_output[n, 0, 0, 0], Cout, K, P,
-                                                   &partial_grad_weight[s, 0, 0],
-                                                   &partial_grad_sum[s, 0])
-                    input_grad_image_f64(col, &weight[0, 0], &grad_output[n, 0, 0, 0], Cout, K,
-                                         P, input_mode)
-                _unpack_add(col, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, gx)
+                        if filter_sign:
+                            filter_grad_sign_tile_f64(col, &weight[0, 0], gt, P, Cout, K, Pt,
+                                                      &partial_grad_weight[s, 0, 0])
+                        else:
+                            filter_grad_full_tile_f64(col, gt, P, Cout, K, Pt,
+                                                      &partial_grad_weight[s, 0, 0],
+                                                      &partial_grad_sum[s, 0])
+                        input_grad_tile_f64(col, &weight[0, 0], gt, P, Cout, K, Pt, input_mode)
+                    _unpack_add(col, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, gx)
+                    h_lo = h_hi
 
 
 def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, int kh, int kw, int sh,
@@ -189,7 +209,7 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, int kh, int
         return
     with nogil:
         for n in prange(N, schedule="static", num_threads=num_threads):
-            _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, &cols[n, 0, 0])
+            _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, 0, Ho, Wo, &cols[n, 0, 0])
 
 
 def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, int kh, int kw, int sh,
@@ -206,4 +226,4 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, int kh, int
             for e in range(count):
                 gx[e] = 0
             if cols.shape[1] > 0 and cols.shape[2] > 0:
-                _unpack_add(&cols[n, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, gx)
+                _unpack_add(&cols[n, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, 0, Ho, Wo, gx)

@@ -12,13 +12,13 @@
 #define VOP(op) CAT(v##op, S)
 
 /* ---------------------------------------------------------------------------------------
- * im2col of one image: col[k, p] with k = (c, i, j) row-major and p = (h, w) row-major.
- * x: (C, H, W); col: (C·kh·kw, Ho·Wo).  Taps on the zero padding are written as 0.
+ * im2col of output rows [h_lo, h_hi) of one image: col[k, p] with k = (c, i, j) row-major and p = (h, w) row-major.
+ * x: (C, H, W); col: (C·kh·kw, (h_hi-h_lo)·Wo).  Taps on the zero padding are written as 0.
  * ------------------------------------------------------------------------------------- */
 static void FN(pack_patches)(const T *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                             int ph, int pw, int Ho, int Wo, T *col)
+                             int ph, int pw, int h_lo, int h_hi, int Wo, T *col)
 {
-    const long P = (long)Ho * Wo;
+    const long P = (long)(h_hi - h_lo) * Wo; /* row stride of this tile of col */
     for (int c = 0; c < C; c++) {
         const T *xc = x + (long)c * H * W;
         for (int i = 0; i < kh; i++) {
@@ -28,8 +28,8 @@ static void FN(pack_patches)(const T *x, int C, int H, int W, int kh, int kw, in
                 int w_lo = 0, w_hi = Wo; /* [w_lo, w_hi) */
                 while (w_lo < Wo && w_lo * sw + j - pw < 0) w_lo++;
                 while (w_hi > w_lo && (w_hi - 1) * sw + j - pw >= W) w_hi--;
-                for (int h = 0; h < Ho; h++) {
-                    T *out = row + (long)h * Wo;
+                for (int h = h_lo; h < h_hi; h++) {
+                    T *out = row + (long)(h - h_lo) * Wo;
                     int xh = h * sh + i - ph;
                     if (xh < 0 || xh >= H) {
                         for (int w = 0; w < Wo; w++) out[w] = (T)0;
@@ -55,9 +55,9 @@ static void FN(pack_patches)(const T *x, int C, int H, int W, int kh, int kw, in
  * Fixed order (c, i, j, h, w): deterministic.
  * ------------------------------------------------------------------------------------- */
 static void FN(unpack_patches_add)(const T *dcol, int C, int H, int W, int kh, int kw, int sh,
-                                   int sw, int ph, int pw, int Ho, int Wo, T *gx)
+                                   int sw, int ph, int pw, int h_lo, int h_hi, int Wo, T *gx)
 {
-    const long P = (long)Ho * Wo;
+    const long P = (long)(h_hi - h_lo) * Wo;
     for (int c = 0; c < C; c++) {
         T *gc = gx + (long)c * H * W;
         for (int i = 0; i < kh; i++) {
@@ -66,10 +66,10 @@ static void FN(unpack_patches_add)(const T *dcol, int C, int H, int W, int kh, i
                 int w_lo = 0, w_hi = Wo;
                 while (w_lo < Wo && w_lo * sw + j - pw < 0) w_lo++;
                 while (w_hi > w_lo && (w_hi - 1) * sw + j - pw >= W) w_hi--;
-                for (int h = 0; h < Ho; h++) {
+                for (int h = h_lo; h < h_hi; h++) {
                     int xh = h * sh + i - ph;
                     if (xh < 0 || xh >= H) continue;
-                    const T *in = row + (long)h * Wo;
+                    const T *in = row + (long)(h - h_lo) * Wo;
                     T *grow = gc + (long)xh * W + j - pw;
                     if (sw == 1) {
                         for (int w = w_lo; w < w_hi; w++) grow[w] += in[w];
@@ -87,10 +87,14 @@ static void FN(unpack_patches_add)(const T *dcol, int C, int H, int W, int kh, i
  * accumulator per output starting at 0 (the canonical order, bit-exact with the reference).
  * Register block: FWD_TB filters × FWD_PV vectors of contiguous positions; the tap loop k is
  * innermost and sequential, lanes are different outputs.
- * col: (K, P); w: (Cout, K); y: (Cout, P).
+ * col: (K, P) tile (row stride P); w: (Cout, K); y: (Cout, ldy) (first P columns written).
  * ------------------------------------------------------------------------------------- */
+#ifndef FWD_TB
 #define FWD_TB 4
+#endif
+#ifndef FWD_PV
 #define FWD_PV 2
+#endif
 
 static inline __attribute__((always_inline)) VT FN(dist)(VT d, int l2)
 {
@@ -104,7 +108,7 @@ static inline __attribute__((always_inline)) T FN(dist_scalar)(T d, int l2)
 
 static inline __attribute__((always_inline)) void FN(forward_body)(const T *col, const T *w,
                                                                    int Cout, int K, long P,
-                                                                   T *y, int l2)
+                                                                   T *y, long ldy, int l2)
 {
     const long PB = (long)FWD_PV * VLANES;
     const VT one = VOP(set1)((T)1);
@@ -128,7 +132,7 @@ static inline __attribute__((always_inline)) void FN(forward_body)(const T *col,
             }
             for (int a = 0; a < FWD_TB; a++)
                 for (int b = 0; b < FWD_PV; b++)
-                    VOP(store)(y + (long)(t0 + a) * P + p0 + b * VLANES, VOP(neg)(acc[a][b]));
+                    VOP(store)(y + (long)(t0 + a) * ldy + p0 + b * VLANES, VOP(neg)(acc[a][b]));
         }
         for (; t0 < Cout; t0++) { /* leftover filters, one at a time */
             VT acc[FWD_PV];
@@ -142,28 +146,40 @@ static inline __attribute__((always_inline)) void FN(forward_body)(const T *col,
                                       FN(dist)(VOP(diff)(VOP(load)(cp + b * VLANES), wv, one), l2));
             }
             for (int b = 0; b < FWD_PV; b++)
-                VOP(store)(y + (long)t0 * P + p0 + b * VLANES, VOP(neg)(acc[b]));
+                VOP(store)(y + (long)t0 * ldy + p0 + b * VLANES, VOP(neg)(acc[b]));
         }
     }
-    /* leftover positions: scalar, same chain of roundings */
+    /* leftover positions: one vector at a time, then scalar; same chain of roundings */
+    for (; p0 + VLANES <= P; p0 += VLANES) {
+        for (int t = 0; t < Cout; t++) {
+            const T *wt = w + (long)t * K;
+            const T *cp = col + p0;
+            VT acc = VOP(zero)();
+            for (int k = 0; k < K; k++, cp += P)
+                acc = VOP(add)(acc, FN(dist)(VOP(diff)(VOP(load)(cp), VOP(set1)(wt[k]), one), l2));
+            VOP(store)(y + (long)t * ldy + p0, VOP(neg)(acc));
+        }
+    }
     for (int t = 0; t < Cout; t++) {
         const T *wt = w + (long)t * K;
         for (long p = p0; p < P; p++) {
             T acc = (T)0;
             for (int k = 0; k < K; k++) acc = acc + FN(dist_scalar)(col[(long)k * P + p] - wt[k], l2);
-            y[(long)t * P + p] = -acc;
+            y[(long)t * ldy + p] = -acc;
         }
     }
 }
 
-static void FN(l1_forward_image)(const T *col, const T *w, int Cout, int K, long P, T *y)
+static void FN(l1_forward_tile)(const T *col, const T *w, int Cout, int K, long P, T *y,
+                                 long ldy)
 {
-    FN(forward_body)(col, w, Cout, K, P, y, 0);
+    FN(forward_body)(col, w, Cout, K, P, y, ldy, 0);
 }
 
-static void FN(l2_forward_image)(const T *col, const T *w, int Cout, int K, long P, T *y)
+static void FN(l2_forward_tile)(const T *col, const T *w, int Cout, int K, long P, T *y,
+                                 long ldy)
 {
-    FN(forward_body)(col, w, Cout, K, P, y, 1);
+    FN(forward_body)(col, w, Cout, K, P, y, ldy, 1);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -171,17 +187,21 @@ static void FN(l2_forward_image)(const T *col, const T *w, int Cout, int K, long
  *     gw[t, k] += Σ_p col[k, p] · g[t, p]          gsum[t] += Σ_p g[t, p]
  * The caller forms Σ D·G = Σ X·G - F·Σ G (spec §2) once all images are accumulated.
  * Register block: FGW_TB filters × FGW_KB taps, one vector accumulator each, lanes summed
- * in a fixed order at the end.  col: (K, P); g: (Cout, P); gw: (Cout, K); gsum: (Cout,).
+ * in a fixed order at the end.  col: (K, P) tile; g: (Cout, ldg); gw: (Cout, K); gsum: (Cout,).
  * ------------------------------------------------------------------------------------- */
+#ifndef FGW_TB
 #define FGW_TB 4
+#endif
+#ifndef FGW_KB
 #define FGW_KB 2
+#endif
 
-static void FN(filter_grad_full_image)(const T *col, const T *g, int Cout, int K, long P,
-                                       T *gw, T *gsum)
+static void FN(filter_grad_full_tile)(const T *col, const T *g, long ldg, int Cout, int K,
+                                      long P, T *gw, T *gsum)
 {
     const long PV = P - P % VLANES; /* vectorised part of p */
     for (int t = 0; t < Cout; t++) {
-        const T *gt = g + (long)t * P;
+        const T *gt = g + (long)t * ldg;
         VT s = VOP(zero)();
         long p = 0;
         for (; p < PV; p += VLANES) s = VOP(add)(s, VOP(load)(gt + p));
@@ -204,7 +224,7 @@ static void FN(filter_grad_full_image)(const T *col, const T *g, int Cout, int K
                     VT c[FGW_KB];
                     for (int b = 0; b < FGW_KB; b++) c[b] = VOP(load)(col + (long)(k0 + b) * P + p);
                     for (int a = 0; a < FGW_TB; a++) {
-                        VT gv = VOP(load)(g + (long)(t0 + a) * P + p);
+                        VT gv = VOP(load)(g + (long)(t0 + a) * ldg + p);
                         for (int b = 0; b < FGW_KB; b++) acc[a][b] = VOP(fma)(c[b], gv, acc[a][b]);
                     }
                 }
@@ -212,7 +232,7 @@ static void FN(filter_grad_full_image)(const T *col, const T *g, int Cout, int K
                     for (int b = 0; b < FGW_KB; b++) {
                         T sum = VOP(hsum)(acc[a][b]);
                         const T *ck = col + (long)(k0 + b) * P;
-                        const T *gt = g + (long)(t0 + a) * P;
+                        const T *gt = g + (long)(t0 + a) * ldg;
                         for (long q = p; q < P; q++) sum += ck[q] * gt[q];
                         gw[(long)(t0 + a) * K + k0 + b] += sum;
                     }
@@ -220,7 +240,7 @@ static void FN(filter_grad_full_image)(const T *col, const T *g, int Cout, int K
                 for (int a = 0; a < tb; a++)
                     for (int b = 0; b < kb; b++) {
                         const T *ck = col + (long)(k0 + b) * P;
-                        const T *gt = g + (long)(t0 + a) * P;
+                        const T *gt = g + (long)(t0 + a) * ldg;
                         VT s = VOP(zero)();
                         long p = 0;
                         for (; p < PV; p += VLANES) s = VOP(fma)(VOP(load)(ck + p), VOP(load)(gt + p), s);
@@ -237,13 +257,13 @@ static void FN(filter_grad_full_image)(const T *col, const T *g, int Cout, int K
  * Filter gradient "sign" of one image: gw[t, k] += Σ_p sgn(col[k, p] - w[t, k]) · g[t, p].
  * Block 2 filters × 2 taps (the filter values stay in registers).
  * ------------------------------------------------------------------------------------- */
-static void FN(filter_grad_sign_image)(const T *col, const T *w, const T *g, int Cout, int K,
-                                       long P, T *gw)
+static void FN(filter_grad_sign_tile)(const T *col, const T *w, const T *g, long ldg, int Cout,
+                                      int K, long P, T *gw)
 {
     const long PV = P - P % VLANES;
     const VT one = VOP(set1)((T)1);
     for (int t = 0; t < Cout; t++) {
-        const T *gt = g + (long)t * P;
+        const T *gt = g + (long)t * ldg;
         int k = 0;
         for (; k + 2 <= K; k += 2) {
             const T *c0 = col + (long)k * P, *c1 = c0 + P;
@@ -299,8 +319,12 @@ static void FN(filter_grad_sign_image)(const T *col, const T *w, const T *g, int
 #define IG_HARDTANH 0
 #define IG_SIGN 1
 #define IG_L2 2
+#ifndef IG_KB
 #define IG_KB 4
+#endif
+#ifndef IG_PV
 #define IG_PV 2
+#endif
 
 static inline __attribute__((always_inline)) VT FN(ig_term)(VT nd, VT gv, VT acc, int mode,
                                                             VT lo, VT hi)
@@ -321,8 +345,9 @@ static inline __attribute__((always_inline)) T FN(ig_term_scalar)(T nd, T gv, T 
 }
 
 static inline __attribute__((always_inline)) void FN(input_grad_body)(T *col, const T *w,
-                                                                      const T *g, int Cout,
-                                                                      int K, long P, int mode)
+                                                                      const T *g, long ldg,
+                                                                      int Cout, int K, long P,
+                                                                      int mode)
 {
     const long PB = (long)IG_PV * VLANES;
     const VT lo = VOP(set1)((T)-1), hi = VOP(set1)((T)1), one = VOP(set1)((T)1);
@@ -336,7 +361,7 @@ static inline __attribute__((always_inline)) void FN(input_grad_body)(T *col, co
             T *cp = col + (long)k0 * P + p0;
             for (int t = 0; t < Cout; t++) {
                 VT gv[IG_PV];
-                for (int b = 0; b < IG_PV; b++) gv[b] = VOP(load)(g + (long)t * P + p0 + b * VLANES);
+                for (int b = 0; b < IG_PV; b++) gv[b] = VOP(load)(g + (long)t * ldg + p0 + b * VLANES);
                 const T *wt = w + (long)t * K + k0;
                 for (int a = 0; a < IG_KB; a++) {
                     VT wv = VOP(set1)(wt[a]);
@@ -360,7 +385,7 @@ static inline __attribute__((always_inline)) void FN(input_grad_body)(T *col, co
             for (int t = 0; t < Cout; t++) {
                 VT wv = VOP(set1)(w[(long)t * K + k0]);
                 for (int b = 0; b < IG_PV; b++) {
-                    VT gv = VOP(load)(g + (long)t * P + p0 + b * VLANES);
+                    VT gv = VOP(load)(g + (long)t * ldg + p0 + b * VLANES);
                     VT nd = VOP(diff)(wv, VOP(load)(cp + b * VLANES), one);
                     acc[b] = FN(ig_term)(nd, gv, acc[b], mode, lo, hi);
                 }
@@ -372,23 +397,36 @@ static inline __attribute__((always_inline)) void FN(input_grad_body)(T *col, co
             }
         }
     }
+    for (; p0 + VLANES <= P; p0 += VLANES) {
+        for (int k = 0; k < K; k++) {
+            VT acc = VOP(zero)();
+            T *cp = col + (long)k * P + p0;
+            VT c = VOP(load)(cp);
+            for (int t = 0; t < Cout; t++) {
+                VT nd = VOP(diff)(VOP(set1)(w[(long)t * K + k]), c, one);
+                acc = FN(ig_term)(nd, VOP(load)(g + (long)t * ldg + p0), acc, mode, lo, hi);
+            }
+            if (mode == IG_L2) acc = VOP(add)(acc, acc);
+            VOP(store)(cp, acc);
+        }
+    }
     for (long p = p0; p < P; p++) {
         for (int k = 0; k < K; k++) {
             T acc = (T)0, c = col[(long)k * P + p];
             for (int t = 0; t < Cout; t++)
-                acc = FN(ig_term_scalar)(w[(long)t * K + k] - c, g[(long)t * P + p], acc, mode);
+                acc = FN(ig_term_scalar)(w[(long)t * K + k] - c, g[(long)t * ldg + p], acc, mode);
             if (mode == IG_L2) acc = acc + acc;
             col[(long)k * P + p] = acc;
         }
     }
 }
 
-static void FN(input_grad_image)(T *col, const T *w, const T *g, int Cout, int K, long P,
-                                 int mode)
+static void FN(input_grad_tile)(T *col, const T *w, const T *g, long ldg, int Cout, int K,
+                                long P, int mode)
 {
-    if (mode == IG_HARDTANH) FN(input_grad_body)(col, w, g, Cout, K, P, IG_HARDTANH);
-    else if (mode == IG_SIGN) FN(input_grad_body)(col, w, g, Cout, K, P, IG_SIGN);
-    else FN(input_grad_body)(col, w, g, Cout, K, P, IG_L2);
+    if (mode == IG_HARDTANH) FN(input_grad_body)(col, w, g, ldg, Cout, K, P, IG_HARDTANH);
+    else if (mode == IG_SIGN) FN(input_grad_body)(col, w, g, ldg, Cout, K, P, IG_SIGN);
+    else FN(input_grad_body)(col, w, g, ldg, Cout, K, P, IG_L2);
 }
 
 #undef CAT_

@@ -29,7 +29,11 @@ static inline vf32 vmul_f32(vf32 a, vf32 b) { return _mm256_mul_ps(a, b); }
 static inline vf32 vfma_f32(vf32 a, vf32 b, vf32 c) { return _mm256_fmadd_ps(a, b, c); }
 /* c - w computed on the FMA ports (c - w·1 is exact in the product, one rounding: identical to
  * a subtraction) so that subtraction and accumulation use different execution ports. */
+#ifdef ADDERCORE_PLAIN_SUB
+static inline vf32 vdiff_f32(vf32 c, vf32 w, vf32 one) { (void)one; return _mm256_sub_ps(c, w); }
+#else
 static inline vf32 vdiff_f32(vf32 c, vf32 w, vf32 one) { return _mm256_fnmadd_ps(w, one, c); }
+#endif
 static inline vf32 vabs_f32(vf32 a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
 static inline vf32 vneg_f32(vf32 a) { return _mm256_xor_ps(_mm256_set1_ps(-0.0f), a); }
 static inline vf32 vmin_f32(vf32 a, vf32 b) { return _mm256_min_ps(a, b); }

@@ -13,6 +13,7 @@ elements per thread, and for the backward the per-slot filter-gradient partial s
 ``slots × Cout × K``) are cached per Python thread and dtype and grown on demand, so the hot
 path of a training loop allocates nothing large after the first step.
 """
+import math
 import threading
 
 import numpy as np
@@ -36,6 +37,10 @@ __all__ = [
 #: depends on the batch size only, never on the thread count, which keeps the summation order
 #: (and so the result) identical for any number of threads.
 MAX_BACKWARD_SLOTS = 16
+
+#: Bytes of packed patches per tile (a tile is a group of whole output rows of one image): the
+#: tile is packed, then consumed while it is still in the core's L2 cache.
+TILE_BYTES = {"forward": 128 * 1024, "backward": 128 * 1024}
 
 _INPUT_MODES = {
     "hardtanh": _adder.INPUT_GRAD_HARDTANH,
@@ -69,6 +74,15 @@ def _workspace(name, dtype, shape, zero=False):
     return view
 
 
+def _tile_rows(k, ho, wo, itemsize, which):
+    """Output rows per packed tile: as many as fit TILE_BYTES[which], at least one."""
+    rows = TILE_BYTES[which] // max(1, k * wo * itemsize)
+    # whole register blocks of positions (2 vectors of 32 bytes) per tile when possible
+    align = (64 // itemsize) // math.gcd(wo, 64 // itemsize)
+    rows = rows - rows % align if rows >= align else max(1, rows)
+    return int(max(1, min(ho, rows)))
+
+
 def _out_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
@@ -78,7 +92,7 @@ def adder2d_forward(x, weight, stride, padding, norm):
 
     ``norm="l1"``: ``y = -Σ |Xp_patch - F|``; ``"l2"``: ``y = -Σ (Xp_patch - F)²``, both summed
     in the canonical order (bit-identical to the reference).  Allocates ``y``; uses the cached
-    ``threads × K·Ho·Wo`` patch workspace.
+    ``threads × K·tile`` patch workspace (tile: whole output rows, ~128 KiB).
     """
     n, cin, h, w = x.shape
     cout, _, kh, kw = weight.shape
@@ -88,9 +102,11 @@ def adder2d_forward(x, weight, stride, padding, norm):
     if y.size == 0:
         return y
     threads = max(1, min(get_num_threads(), n))
-    col = _workspace("col", x.dtype, (threads, cin * kh * kw * ho * wo))
+    k = cin * kh * kw
+    rows = _tile_rows(k, ho, wo, x.itemsize, "forward")
+    col = _workspace("col", x.dtype, (threads, k * rows * wo))
     _adder.adder_forward(
-        x, weight.reshape(cout, -1), y, kh, kw, sh, sw, ph, pw, norm == "l2", col, threads
+        x, weight.reshape(cout, -1), y, kh, kw, sh, sw, ph, pw, norm == "l2", rows, col, threads
     )
     return y
 
@@ -102,7 +118,7 @@ def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad,
     from the packed patches; ``sign``: ``Σ sgn(D)·G``.  Input gradient ``hardtanh``:
     ``Σ_t clip(-D, -1, 1)·G``; ``sign`` (and ``exact`` for ℓ1): ``Σ_t -sgn(D)·G``; ``exact``
     for ℓ2: ``Σ_t -2·D·G``; gathered into the input positions (padding taps dropped).
-    Allocates the two outputs; uses the cached patch workspace (threads × K·Ho·Wo) and slot
+    Allocates the two outputs; uses the cached patch workspace (threads × K·tile, ~128 KiB each) and slot
     partials (slots × Cout × K, slots = min(N, 16)).  The patches are packed once per image
     and shared by both gradients.
     """
@@ -124,13 +140,14 @@ def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad,
     filter_sign = filter_grad == "sign"
     slots = min(n, MAX_BACKWARD_SLOTS)
     threads = max(1, min(get_num_threads(), slots))
-    col = _workspace("col", dtype, (threads, max(k * ho * wo, 1)))
+    rows = _tile_rows(k, ho, wo, x.itemsize, "backward")
+    col = _workspace("col", dtype, (threads, max(k * rows * wo, 1)))
     partial = _workspace("partial_grad_weight", dtype, (slots, cout, k), zero=True)
     partial_sum = _workspace("partial_grad_sum", dtype, (slots, cout), zero=True)
     w2 = weight.reshape(cout, k)
     _adder.adder_backward(
         x, w2, grad_output, grad_input, kh, kw, sh, sw, ph, pw, filter_sign, mode,
-        col, partial, partial_sum, threads,
+        rows, col, partial, partial_sum, threads,
     )
     grad_weight = _sum_slots(partial)
     if not filter_sign:

@@ -1,0 +1,182 @@
+"""Per-layer benchmark of the adder kernels against the GEMM limit (issue 3).
+
+For every adder layer shape of CIFAR ResNet-20 at each batch size and thread count, times in
+the same run:
+  * ``fwd``   addercore ℓ1 adder forward (patch packing included),
+  * ``bwd``   addercore ℓ1 adder backward (full filter grad + hardtanh input grad, col2im),
+  * ``sgemm`` numpy float32 GEMM  W (Cout×K) @ cols (K × N·Ho·Wo) on the already packed
+              im2col matrix (the multiply-accumulate limit; packing NOT included),
+  * ``conv``  a numpy convolution: addercore's numpy reference im2col + GEMM (packing included),
+  * optionally PyTorch (``unfold`` + broadcast as the AdderNet authors do, and ``conv2d``).
+Prints ratios to sgemm and G-taps/s (taps = N·Cout·Ho·Wo·K).  Each figure is the minimum over
+``--repeat`` interleaved repetitions.  Before the 2-thread rows, a 1- vs 2-thread sgemm check
+tells whether the second core is really available.
+
+Run (unset the OpenBLAS variables of this machine, they slow numpy down):
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_layers.py
+"""
+import argparse
+import platform
+import subprocess
+import time
+
+import numpy as np
+
+import addercore.ops.fast as fast
+from addercore.ops import reference
+from addercore.threads import num_threads
+
+LAYERS = [
+    # name, Cin, Cout, H, k, stride, pad
+    ("16->16 3x3 @32", 16, 16, 32, 3, 1, 1),
+    ("16->32 3x3 s2", 16, 32, 32, 3, 2, 1),
+    ("32->32 3x3 @16", 32, 32, 16, 3, 1, 1),
+    ("32->64 3x3 s2", 32, 64, 16, 3, 2, 1),
+    ("64->64 3x3 @8", 64, 64, 8, 3, 1, 1),
+    ("16->32 1x1 s2", 16, 32, 32, 1, 2, 0),
+    ("32->64 1x1 s2", 32, 64, 16, 1, 2, 0),
+]
+
+
+def best_time(fn, repeat):
+    fn()  # warm-up (allocates the cached workspaces)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def try_torch():
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+
+    def unfold_adder(x, w, stride, pad):
+        n, c, h, _ = x.shape
+        cout, _, k, _ = w.shape
+        ho = (h + 2 * pad - k) // stride + 1
+        cols = F.unfold(x, k, padding=pad, stride=stride)  # (N, K, P)
+        out = -(cols.unsqueeze(1) - w.view(1, cout, -1, 1)).abs().sum(2)
+        return out.view(n, cout, ho, ho)
+
+    return torch, F, unfold_adder
+
+
+def sgemm_scaling(repeat):
+    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    b = a.copy()
+    times = {}
+    for t in (1, 2):
+        with num_threads(t):
+            times[t] = best_time(lambda: a @ b, repeat)
+    return times[1] / times[2]
+
+
+def run(batches, thread_counts, repeat, layers, with_torch):
+    torch_bits = try_torch() if with_torch else None
+    rng = np.random.default_rng(0)
+    header = (
+        f"{'layer':16} {'N':>4} {'thr':>3} | {'sgemm ms':>8} {'fwd ms':>8} {'bwd ms':>8} "
+        f"{'conv ms':>8} | {'fwd/gemm':>8} {'bwd/gemm':>8} {'conv/gemm':>9} | "
+        f"{'fwd Gtap/s':>10} {'bwd Gtap/s':>10}"
+    )
+    if torch_bits:
+        header += f" | {'torch unfold ms':>15} {'torch conv ms':>13}"
+    rows = []
+    for threads in thread_counts:
+        with num_threads(threads):
+            if threads > 1:
+                print(f"# sgemm 1->{threads} thread speed-up check (1024^3): "
+                      f"{sgemm_scaling(repeat):.2f}x")
+            print(header)
+            for batch in batches:
+                for name, cin, cout, h, k, s, p in layers:
+                    if name not in layers_selected(layers):
+                        continue
+                    x = rng.standard_normal((batch, cin, h, h)).astype(np.float32)
+                    w = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
+                    ho = (h + 2 * p - k) // s + 1
+                    kk = cin * k * k
+                    taps = batch * cout * ho * ho * kk
+                    cols = np.ascontiguousarray(
+                        fast.im2col(x, (k, k), (s, s), (p, p)).transpose(1, 0, 2)
+                    ).reshape(kk, -1)
+                    w2 = w.reshape(cout, -1)
+                    g = rng.standard_normal((batch, cout, ho, ho)).astype(np.float32)
+                    fns = {
+                        "sgemm": lambda: w2 @ cols,
+                        "fwd": lambda: fast.adder2d_forward(x, w, (s, s), (p, p), "l1"),
+                        "bwd": lambda: fast.adder2d_backward(
+                            x, w, g, (s, s), (p, p), "l1", "full", "hardtanh"),
+                        "conv": lambda: reference.conv2d_forward(x, w, (s, s), (p, p)),
+                    }
+                    if torch_bits:
+                        torch, F, unfold_adder = torch_bits
+                        torch.set_num_threads(threads)
+                        xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+                        if batch * cout * kk * ho * ho * 4 < 4e9:
+                            fns["torch_unfold"] = lambda: unfold_adder(xt, wt, s, p)
+                        fns["torch_conv"] = lambda: F.conv2d(xt, wt, stride=s, padding=p)
+                    best = {key: float("inf") for key in fns}
+                    for fn in fns.values():
+                        fn()
+                    for _ in range(repeat):  # interleaved: all see the same machine state
+                        for key, fn in fns.items():
+                            t0 = time.perf_counter()
+                            fn()
+                            best[key] = min(best[key], time.perf_counter() - t0)
+                    gemm = best["sgemm"]
+                    row = (
+                        f"{name:16} {batch:4d} {threads:3d} | {gemm * 1e3:8.2f} "
+                        f"{best['fwd'] * 1e3:8.2f} {best['bwd'] * 1e3:8.2f} "
+                        f"{best['conv'] * 1e3:8.2f} | {best['fwd'] / gemm:8.2f} "
+                        f"{best['bwd'] / gemm:8.2f} {best['conv'] / gemm:9.2f} | "
+                        f"{taps / best['fwd'] / 1e9:10.1f} {taps / best['bwd'] / 1e9:10.1f}"
+                    )
+                    if torch_bits:
+                        tu = best.get("torch_unfold")
+                        row += f" | {tu * 1e3 if tu else float('nan'):15.1f} "
+                        row += f"{best['torch_conv'] * 1e3:13.2f}"
+                    print(row, flush=True)
+                    rows.append((name, batch, threads, best))
+    return rows
+
+
+_SELECTED = None
+
+
+def layers_selected(layers):
+    return _SELECTED if _SELECTED is not None else [layer[0] for layer in layers]
+
+
+def machine():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = [line.split(":", 1)[1].strip() for line in out.splitlines()
+                 if line.startswith("Model name")]
+        return model[0] if model else platform.processor()
+    except OSError:
+        return platform.processor()
+
+
+def main():
+    global _SELECTED
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--layer", type=int, nargs="*", help="indices into the layer list")
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args()
+    if args.layer:
+        _SELECTED = [LAYERS[i][0] for i in args.layer]
+    print(f"# machine: {machine()}; numpy {np.__version__}; kernels: {fast.simd()}")
+    run(args.batch, args.threads, args.repeat, LAYERS, not args.no_torch)
+
+
+if __name__ == "__main__":
+    main()

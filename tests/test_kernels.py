@@ -1,0 +1,160 @@
+"""Compiled adder kernels (addercore_ext via addercore.ops.fast) against the numpy reference.
+
+* ℓ1 and ℓ2 forward: bit-exact, float32 and float64 (canonical summation order).
+* backward (every filter_grad × input_grad × norm): float64 within 1e-10, float32 within 1e-4,
+  both relative to the largest magnitude of the reference result.
+* bit-identical outputs for 1, 2 and 4 threads (forward and backward).
+Shapes cover non-square kernels, strides 1-3, paddings 0-2, batch 1, one channel, and tiles
+smaller than an image (several packed tiles per image, ragged position tails).
+"""
+import numpy as np
+import pytest
+
+from addercore import _backend
+from addercore.ops import reference
+from addercore.threads import num_threads
+
+if _backend.backend() != "cython":
+    pytest.skip(
+        "compiled backend not active (addercore_ext not built or ADDERCORE_BACKEND=numpy)",
+        allow_module_level=True,
+    )
+
+from addercore.ops import fast  # noqa: E402
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: 1e-4, np.float64: 1e-10}
+
+# N, Cin, H, W, Cout, kh, kw, stride, padding
+SHAPES = [
+    (2, 3, 7, 9, 5, 3, 2, (1, 2), (1, 0)),
+    (1, 1, 5, 5, 1, 3, 3, (3, 3), (2, 2)),  # batch 1, one channel, padding > what fits
+    (3, 4, 11, 6, 6, 2, 3, (2, 1), (0, 2)),
+    (2, 2, 9, 9, 3, 1, 1, (2, 2), (0, 0)),  # 1x1 strided shortcut
+    (1, 16, 16, 16, 16, 3, 3, (1, 1), (1, 1)),  # whole register blocks
+    (2, 5, 13, 17, 9, 4, 1, (3, 2), (2, 1)),
+    (2, 3, 4, 4, 7, 5, 5, (1, 1), (2, 2)),  # kernel larger than the image (padding taps)
+]
+IDS = [f"N{s[0]}C{s[1]}H{s[2]}W{s[3]}O{s[4]}k{s[5]}x{s[6]}s{s[7][0]}{s[7][1]}p{s[8][0]}{s[8][1]}"
+       for s in SHAPES]
+
+
+def make(shape, dtype, seed=0):
+    n, cin, h, w, cout, kh, kw, stride, padding = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, cin, h, w)).astype(dtype)
+    weight = rng.standard_normal((cout, cin, kh, kw)).astype(dtype)
+    ho = (h + 2 * padding[0] - kh) // stride[0] + 1
+    wo = (w + 2 * padding[1] - kw) // stride[1] + 1
+    g = rng.standard_normal((n, cout, ho, wo)).astype(dtype)
+    # ties D == 0 exercise sgn(0) = 0 and the inclusive clip bounds
+    x.flat[::7] = weight.flat[0]
+    return x, weight, g, stride, padding
+
+
+def assert_close(actual, expected, dtype):
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=TOL[dtype], atol=TOL[dtype] * scale)
+
+
+@pytest.fixture(params=[None, 512], ids=["tile=image", "tile=small"])
+def tile_bytes(request, monkeypatch):
+    """Default tiles, and tiny tiles (several tiles per image, ragged tails)."""
+    if request.param is not None:
+        monkeypatch.setitem(fast.TILE_BYTES, "forward", request.param)
+        monkeypatch.setitem(fast.TILE_BYTES, "backward", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_forward_bit_exact(shape, norm, dtype, tile_bytes):
+    x, weight, _, stride, padding = make(shape, dtype)
+    expected = reference.adder2d_forward(x, weight, stride, padding, norm)
+    actual = fast.adder2d_forward(x, weight, stride, padding, norm)
+    assert actual.dtype == expected.dtype
+    np.testing.assert_array_equal(actual, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_backward_matches_reference(shape, norm, dtype, tile_bytes):
+    x, weight, g, stride, padding = make(shape, dtype)
+    for filter_grad in ("full", "sign"):
+        for input_grad in ("hardtanh", "sign", "exact"):
+            args = (x, weight, g, stride, padding, norm, filter_grad, input_grad)
+            gi_ref, gw_ref = reference.adder2d_backward(*args)
+            gi, gw = fast.adder2d_backward(*args)
+            assert_close(gi, gi_ref, dtype)
+            assert_close(gw, gw_ref, dtype)
+
+
+def test_backward_many_slots():
+    """Batches larger than the slot count (images grouped per slot, uneven groups)."""
+    shape = (37, 3, 6, 5, 4, 3, 3, (1, 1), (1, 1))
+    for dtype in DTYPES:
+        x, weight, g, stride, padding = make(shape, dtype, seed=3)
+        args = (x, weight, g, stride, padding, "l1", "full", "hardtanh")
+        for a, b in zip(fast.adder2d_backward(*args), reference.adder2d_backward(*args)):
+            assert_close(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bit_identical_across_thread_counts(dtype, tile_bytes):
+    shape = (37, 4, 10, 9, 6, 3, 2, (2, 1), (1, 1))
+    x, weight, g, stride, padding = make(shape, dtype, seed=5)
+    results = []
+    for threads in (1, 2, 4):
+        with num_threads(threads):
+            out = [fast.adder2d_forward(x, weight, stride, padding, norm) for norm in ("l1", "l2")]
+            for norm, fg, ig in [("l1", "full", "hardtanh"), ("l1", "sign", "sign"),
+                                 ("l2", "full", "exact"), ("l2", "sign", "hardtanh")]:
+                out += fast.adder2d_backward(x, weight, g, stride, padding, norm, fg, ig)
+            out += fast.conv2d_backward(x, weight, g, stride, padding)
+            out.append(fast.conv2d_forward(x, weight, stride, padding))
+        results.append(out)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES[:4], ids=IDS[:4])
+def test_conv_and_patches_match_reference(shape, dtype):
+    x, weight, g, stride, padding = make(shape, dtype)
+    kernel = weight.shape[2:]
+    cols = fast.im2col(x, kernel, stride, padding)
+    np.testing.assert_array_equal(cols, reference.im2col(x, kernel, stride, padding))
+    assert_close(fast.col2im(cols, x.shape, kernel, stride, padding),
+                 reference.col2im(cols, x.shape, kernel, stride, padding), dtype)
+    assert_close(fast.conv2d_forward(x, weight, stride, padding),
+                 reference.conv2d_forward(x, weight, stride, padding), dtype)
+    for a, b in zip(fast.conv2d_backward(x, weight, g, stride, padding),
+                    reference.conv2d_backward(x, weight, g, stride, padding)):
+        assert_close(a, b, dtype)
+
+
+def test_workspaces_are_reused_and_grow():
+    """Shapes that need bigger, then smaller, workspaces give correct results."""
+    for shape in (SHAPES[0], SHAPES[4], SHAPES[1], SHAPES[4]):
+        x, weight, g, stride, padding = make(shape, np.float32)
+        np.testing.assert_array_equal(
+            fast.adder2d_forward(x, weight, stride, padding, "l1"),
+            reference.adder2d_forward(x, weight, stride, padding, "l1"))
+    fast.clear_workspaces()
+
+
+def test_empty_batch():
+    x = np.zeros((0, 2, 5, 5), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    assert fast.adder2d_forward(x, w, (1, 1), (1, 1), "l1").shape == (0, 3, 5, 5)
+    gi, gw = fast.adder2d_backward(x, w, np.zeros((0, 3, 5, 5), np.float32), (1, 1), (1, 1),
+                                   "l1", "full", "hardtanh")
+    assert gi.shape == x.shape and gw.shape == w.shape and not gw.any()
+
+
+def test_simd_name():
+    assert fast.simd() in ("avx2+fma", "scalar")
