@@ -588,9 +588,13 @@ def _verify_case(golden_dir, entry, candidate_dir, strict):
         return result(False, message=f"golden file unreadable: {exc}")
     if entry.get("sha256") and hashlib.sha256(data).hexdigest() != entry["sha256"]:
         return result(False, message="golden file corrupt (sha256 mismatch)")
-    arrays = read_npz(path)
-    inputs = {k: arrays[k] for k in entry["inputs"]}
-    golden = {k: arrays[k] for k in entry["outputs"]}
+    try:
+        arrays = read_npz(path)
+        inputs = {k: arrays[k] for k in entry["inputs"]}
+        golden = {k: arrays[k] for k in entry["outputs"]}
+    except Exception as exc:
+        return result(False, message=f"golden file {entry['file']} unusable: "
+                                     f"{type(exc).__name__}: {exc}")
     if candidate_dir is None:
         try:
             got = compute_case(entry, {k: v.copy() for k, v in inputs.items()})
