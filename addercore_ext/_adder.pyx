@@ -47,6 +47,10 @@ cdef extern from "adder_kernels.h" nogil:
                                    long P, float *gw, float *gsum)
     void filter_grad_full_tile_f64(const double *col, const double *g, long ldg, int Cout, int K,
                                    long P, double *gw, double *gsum)
+    void filter_grad_full_tile_t_f32(const float *col, const float *g, long ldg, int Cout, int K,
+                                     long P, float *gw, float *gsum, float *gT)
+    void filter_grad_full_tile_t_f64(const double *col, const double *g, long ldg, int Cout,
+                                     int K, long P, double *gw, double *gsum, double *gT)
     void filter_grad_sign_tile_f32(const float *col, const float *w, const float *g, long ldg,
                                    int Cout, int K, long P, float *gw)
     void filter_grad_sign_tile_f64(const double *col, const double *w, const double *g, long ldg,
@@ -133,6 +137,7 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                    const floating[:, :, :, ::1] grad_output, floating[:, :, :, ::1] grad_input,
                    int kh, int kw, int sh, int sw, int ph, int pw, bint filter_sign,
                    int input_mode, int tile_rows, floating[:, ::1] col_workspace,
+                   floating[:, ::1] gt_workspace,
                    floating[:, :, ::1] partial_grad_weight, floating[:, ::1] partial_grad_sum,
                    int num_threads):
     """Accumulate the adder backward of a batch, slot by slot (see module docstring).
@@ -144,7 +149,8 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     (``filter_sign`` false) or Σ_n Σ_p sgn(D)·G (true) in partial_grad_weight[s] and Σ G in
     partial_grad_sum[s].  input_mode: INPUT_GRAD_HARDTANH / _SIGN / _L2.
     Images are processed in tiles of ``tile_rows`` output rows packed into the thread's row of
-    col_workspace (>= num_threads, >= K·tile_rows·Wo).  Allocates nothing.
+    col_workspace (>= num_threads, >= K·tile_rows·Wo); gt_workspace (>= num_threads,
+    >= Cout·tile_rows·Wo) holds the transposed grad_output tile.  Allocates nothing.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int Cout = grad_output.shape[1], Ho = grad_output.shape[2], Wo = grad_output.shape[3]
@@ -156,6 +162,7 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     cdef long Pt
     cdef floating *col
     cdef floating *gx
+    cdef floating *gT
     cdef const floating *gt
     if N == 0:
         return
@@ -163,6 +170,7 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     with nogil, parallel(num_threads=num_threads):
         tid = openmp.omp_get_thread_num()
         col = &col_workspace[tid, 0]
+        gT = &gt_workspace[tid, 0]
         for s in prange(S, schedule="static"):
             n_lo = s * N // S
             n_hi = (s + 1) * N // S
@@ -183,18 +191,18 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                             filter_grad_sign_tile_f32(col, &weight[0, 0], gt, P, Cout, K, Pt,
                                                       &partial_grad_weight[s, 0, 0])
                         else:
-                            filter_grad_full_tile_f32(col, gt, P, Cout, K, Pt,
-                                                      &partial_grad_weight[s, 0, 0],
-                                                      &partial_grad_sum[s, 0])
+                            filter_grad_full_tile_t_f32(col, gt, P, Cout, K, Pt,
+                                                        &partial_grad_weight[s, 0, 0],
+                                                        &partial_grad_sum[s, 0], gT)
                         input_grad_tile_f32(col, &weight[0, 0], gt, P, Cout, K, Pt, input_mode)
                     else:
                         if filter_sign:
                             filter_grad_sign_tile_f64(col, &weight[0, 0], gt, P, Cout, K, Pt,
                                                       &partial_grad_weight[s, 0, 0])
                         else:
-                            filter_grad_full_tile_f64(col, gt, P, Cout, K, Pt,
-                                                      &partial_grad_weight[s, 0, 0],
-                                                      &partial_grad_sum[s, 0])
+                            filter_grad_full_tile_t_f64(col, gt, P, Cout, K, Pt,
+                                                        &partial_grad_weight[s, 0, 0],
+                                                        &partial_grad_sum[s, 0], gT)
                         input_grad_tile_f64(col, &weight[0, 0], gt, P, Cout, K, Pt, input_mode)
                     _unpack_add(col, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, gx)
                     h_lo = h_hi

@@ -200,7 +200,7 @@ static void FN(filter_grad_full_tile)(const T *col, const T *g, long ldg, int Co
                                       long P, T *gw, T *gsum)
 {
     const long PV = P - P % VLANES; /* vectorised part of p */
-    for (int t = 0; t < Cout; t++) {
+    for (int t = 0; gsum != NULL && t < Cout; t++) {
         const T *gt = g + (long)t * ldg;
         VT s = VOP(zero)();
         long p = 0;
@@ -251,6 +251,90 @@ static void FN(filter_grad_full_tile)(const T *col, const T *g, long ldg, int Co
             }
         }
     }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Filter gradient, "full" part, GEMM-style: the tile of g is transposed into gT[p, t]
+ * (Cout contiguous) so that the reduction over p stays in registers: for each position p,
+ * FGT_KB broadcast patch values × 2 vectors of filters -> 2·FGT_KB fused multiply-adds, no
+ * horizontal sums.  Same contract as filter_grad_full_tile; gT: workspace of P·Cout.
+ * Filters beyond the last whole block of 2 vectors go through filter_grad_full_tile.
+ * ------------------------------------------------------------------------------------- */
+#ifndef FGT_KB
+#define FGT_KB 6
+#endif
+#ifndef FGT_MIN_K
+#define FGT_MIN_K 64
+#endif
+
+static void FN(filter_grad_full_tile_t)(const T *col, const T *g, long ldg, int Cout, int K,
+                                        long P, T *gw, T *gsum, T *gT)
+{
+    const int TV = 2 * VLANES;
+    const int Cb = Cout - Cout % TV; /* filters handled by the transposed kernel */
+    if (Cb == 0 || K < FGT_MIN_K) { /* short filters: the transpose would not pay */
+        FN(filter_grad_full_tile)(col, g, ldg, Cout, K, P, gw, gsum);
+        return;
+    }
+    {   /* Σ_p g and the transpose of the first Cb filter rows */
+        const long PV = P - P % VLANES;
+        for (int t = 0; t < Cout; t++) {
+            const T *gt = g + (long)t * ldg;
+            VT sv = VOP(zero)();
+            long p = 0;
+            for (; p < PV; p += VLANES) sv = VOP(add)(sv, VOP(load)(gt + p));
+            T acc = VOP(hsum)(sv);
+            for (; p < P; p++) acc += gt[p];
+            gsum[t] += acc;
+        }
+        for (int t = 0; t < Cb; t++) {
+            const T *gt = g + (long)t * ldg;
+            for (long p = 0; p < P; p++) gT[p * Cb + t] = gt[p];
+        }
+    }
+    T lanes[2 * VF64_LANES > 2 * VF32_LANES ? 2 * VF64_LANES : 2 * VF32_LANES];
+    for (int t0 = 0; t0 < Cb; t0 += TV) {
+        int k0 = 0;
+        for (; k0 < K; k0 += FGT_KB) {
+            const int kb = K - k0 < FGT_KB ? K - k0 : FGT_KB;
+            if (kb == FGT_KB) {
+                VT acc[FGT_KB][2];
+                for (int b = 0; b < FGT_KB; b++) acc[b][0] = acc[b][1] = VOP(zero)();
+                const T *cp = col + (long)k0 * P;
+                const T *gp = gT + t0;
+                for (long p = 0; p < P; p++, gp += Cb) {
+                    VT g0 = VOP(load)(gp), g1 = VOP(load)(gp + VLANES);
+                    for (int b = 0; b < FGT_KB; b++) {
+                        VT c = VOP(set1)(cp[(long)b * P + p]);
+                        acc[b][0] = VOP(fma)(c, g0, acc[b][0]);
+                        acc[b][1] = VOP(fma)(c, g1, acc[b][1]);
+                    }
+                }
+                for (int b = 0; b < FGT_KB; b++) {
+                    VOP(store)(lanes, acc[b][0]);
+                    VOP(store)(lanes + VLANES, acc[b][1]);
+                    for (int l = 0; l < TV; l++) gw[(long)(t0 + l) * K + k0 + b] += lanes[l];
+                }
+            } else {
+                for (int b = 0; b < kb; b++) {
+                    VT a0 = VOP(zero)(), a1 = VOP(zero)();
+                    const T *cp = col + (long)(k0 + b) * P;
+                    const T *gp = gT + t0;
+                    for (long p = 0; p < P; p++, gp += Cb) {
+                        VT c = VOP(set1)(cp[p]);
+                        a0 = VOP(fma)(c, VOP(load)(gp), a0);
+                        a1 = VOP(fma)(c, VOP(load)(gp + VLANES), a1);
+                    }
+                    VOP(store)(lanes, a0);
+                    VOP(store)(lanes + VLANES, a1);
+                    for (int l = 0; l < TV; l++) gw[(long)(t0 + l) * K + k0 + b] += lanes[l];
+                }
+            }
+        }
+    }
+    if (Cb < Cout)
+        FN(filter_grad_full_tile)(col, g + (long)Cb * ldg, ldg, Cout - Cb, K, P,
+                                  gw + (long)Cb * K, NULL);
 }
 
 /* ---------------------------------------------------------------------------------------

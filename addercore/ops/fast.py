@@ -142,12 +142,13 @@ def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad,
     threads = max(1, min(get_num_threads(), slots))
     rows = _tile_rows(k, ho, wo, x.itemsize, "backward")
     col = _workspace("col", dtype, (threads, max(k * rows * wo, 1)))
+    g_t = _workspace("grad_output_t", dtype, (threads, max(cout * rows * wo, 1)))
     partial = _workspace("partial_grad_weight", dtype, (slots, cout, k), zero=True)
     partial_sum = _workspace("partial_grad_sum", dtype, (slots, cout), zero=True)
     w2 = weight.reshape(cout, k)
     _adder.adder_backward(
         x, w2, grad_output, grad_input, kh, kw, sh, sw, ph, pw, filter_sign, mode,
-        rows, col, partial, partial_sum, threads,
+        rows, col, g_t, partial, partial_sum, threads,
     )
     grad_weight = _sum_slots(partial)
     if not filter_sign:
