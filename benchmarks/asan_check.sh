@@ -9,7 +9,11 @@
 # checkout is never touched.  Any heap/stack out-of-bounds access aborts the run with an ASan
 # report (exit status != 0); a Cython bounds violation raises IndexError.
 #
-# Usage: benchmarks/asan_check.sh [--boundscheck] [--keep] [extra pytest args...]
+# Usage: benchmarks/asan_check.sh [--boundscheck] [--keep] [--ref REV] [extra pytest args...]
+#   --ref REV               check the committed tree of git revision REV (e.g. HEAD) instead of
+#                           the working tree (useful while kernel edits are in progress); the
+#                           current tests/test_properties.py and tests/test_validation.py are
+#                           still used
 #   ASAN_BUILD_DIR=/tmp/x   scratch directory (default: a fresh mktemp -d)
 #   HYPOTHESIS_PROFILE      hypothesis profile for tests/test_properties.py (default "asan":
 #                           more examples than the CI profile)
@@ -18,13 +22,16 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BOUNDSCHECK=0
 KEEP=0
+REF=""
 PYTEST_ARGS=()
-for arg in "$@"; do
-  case "$arg" in
+while [ $# -gt 0 ]; do
+  case "$1" in
     --boundscheck) BOUNDSCHECK=1 ;;
     --keep) KEEP=1 ;;
-    *) PYTEST_ARGS+=("$arg") ;;
+    --ref) REF="$2"; shift ;;
+    *) PYTEST_ARGS+=("$1") ;;
   esac
+  shift
 done
 
 WORK="${ASAN_BUILD_DIR:-$(mktemp -d /tmp/addercore-asan.XXXXXX)}"
@@ -32,11 +39,19 @@ mkdir -p "$WORK"
 cleanup() { if [ "$KEEP" = 0 ] && [ -z "${ASAN_BUILD_DIR:-}" ]; then rm -rf "$WORK"; fi; }
 trap cleanup EXIT
 
-echo "== copying $REPO -> $WORK"
-(cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
-  | xargs -0 -I{} sh -c 'test -f "{}" && echo "{}"' \
-  | grep -v -E '\.(so|c)$' \
-  | tar -cf - -T -) | (cd "$WORK" && tar -xf -)
+if [ -n "$REF" ]; then
+  echo "== exporting $REF of $REPO -> $WORK"
+  (cd "$REPO" && git archive "$REF") | (cd "$WORK" && tar -xf -)
+  mkdir -p "$WORK/tests"
+  cp "$REPO"/tests/test_properties.py "$REPO"/tests/test_validation.py "$WORK/tests/"
+else
+  echo "== copying the working tree of $REPO -> $WORK"
+  (cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+    | xargs -0 -I{} sh -c 'test -f "{}" && echo "{}"' \
+    | grep -v -E '\.(so|c)$' \
+    | tar -cf - -T -) | (cd "$WORK" && tar -xf -)
+fi
+rm -f "$WORK"/addercore_ext/*.so "$WORK"/addercore_ext/_adder.c "$WORK"/addercore_ext/_buildinfo.c
 
 LIBASAN="$(gcc -print-file-name=libasan.so)"
 echo "== building with ADDERCORE_SANITIZE=address ADDERCORE_BOUNDSCHECK=$BOUNDSCHECK (libasan: $LIBASAN)"
@@ -57,6 +72,7 @@ HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-asan}" \
 PYTHONPATH="$WORK" \
 python -m pytest -q -p no:cacheprovider \
   tests/test_ops_reference.py tests/test_properties.py tests/test_validation.py \
+  $(cd "$WORK" && ls tests/test_kernels*.py tests/test_fast*.py 2>/dev/null) \
   "${PYTEST_ARGS[@]}"
 python -c "import addercore_ext, addercore; print('checked build:', addercore_ext.__file__, addercore.backend())"
 echo "== ASan: no out-of-bounds access detected"
