@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""Train a ResNet AdderNet (or the same network as a CNN) on CIFAR-10/100 on a CPU.
+
+Defaults are the AdderNet authors' recipe: ResNet-20, ℓ1 adder layers, 400 epochs, batch 256,
+SGD momentum 0.9, weight decay 5e-4, adaptive scaling η = 0.2, cosine learning rate from 0.1
+(set once per epoch), random crop + flip. A quick look:
+
+    python examples/train_cifar.py --data-dir ../shared/data/cifar-10-batches-py \\
+        --epochs 1 --train-subset 5000 --out runs/quick
+
+Interrupt with Ctrl-C (or SIGTERM): a resumable checkpoint is saved; continue with the same
+command plus --resume. The loop itself is :mod:`addercore.train`.
+"""
+import argparse
+import json
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
+
+from addercore.data import DataNotFoundError  # noqa: E402
+from addercore.train import (NonFiniteLossError, Trainer, TrainConfig,  # noqa: E402
+                             TrainingInterrupted, build_model, evaluate, load_data, load_weights)
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def nonneg_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def build_parser():
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Outputs in --out: checkpoint.npz (every epoch, and on Ctrl-C), best.npz (best "
+               "test accuracy), metrics.jsonl / metrics.csv (one row per epoch), curves.png "
+               "(with matplotlib), command.txt. Exit status: 0 done, 1 error or non-finite "
+               "loss, 130/143 interrupted by SIGINT/SIGTERM (checkpoint saved).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=("cifar10", "cifar100"), default=d.dataset,
+                   help="which data set to train and test on")
+    g.add_argument("--data-dir", default=None,
+                   help="the extracted batches folder (e.g. cifar-10-batches-py), its parent, or "
+                        "the .tar.gz archive. Default: $ADDERCORE_DATA, then ~/.cache/addercore, "
+                        "then download the official archive into the cache")
+    g.add_argument("--no-download", action="store_true",
+                   help="never download: fail with a message saying where the data was looked for")
+    g.add_argument("--train-subset", type=positive_int, default=None, metavar="N",
+                   help="train on the first N training images only (default: all)")
+    g.add_argument("--test-subset", type=positive_int, default=None, metavar="N",
+                   help="evaluate on the first N test images only (default: all)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=("resnet20", "resnet32", "resnet56", "vgg_small"),
+                   default=d.model, help="network (spec §3)")
+    g.add_argument("--kind", choices=("adder", "cnn"), default=d.kind,
+                   help="adder layers (AdderNet) or ordinary multiplication convolutions (CNN, "
+                        "same topology) in the blocks; first conv and classifier always multiply")
+    g.add_argument("--norm", choices=("l1", "l2"), default=d.norm,
+                   help="adder distance: l1 (the paper) or squared l2 (supplement)")
+    g.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype,
+                   help="floating-point type of weights and activations")
+    g = p.add_argument_group("optimisation (defaults: the authors' recipe)")
+    g.add_argument("--epochs", type=positive_int, default=d.epochs,
+                   help="number of epochs; the cosine schedule spans exactly these epochs")
+    g.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+                   help="training mini-batch size (test batches are 100)")
+    g.add_argument("--lr", type=nonneg_float, default=d.lr,
+                   help="initial learning rate; lr(e) = lr/2·(1 + cos(π·e/epochs)) at epoch e")
+    g.add_argument("--eta", type=nonneg_float, default=d.eta,
+                   help="adaptive-scaling coefficient η of the adder layers' filter gradients")
+    g.add_argument("--momentum", type=nonneg_float, default=d.momentum, help="SGD momentum")
+    g.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay,
+                   help="L2 weight decay (all parameters)")
+    g.add_argument("--no-augment", action="store_true",
+                   help="disable random crop (pad 4) + horizontal flip")
+    g.add_argument("--skip-nonfinite", action="store_true",
+                   help="skip a batch whose loss is NaN/Inf instead of stopping")
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of initialisation, shuffling and augmentation")
+    g = p.add_argument_group("run")
+    g.add_argument("--threads", type=positive_int, default=None,
+                   help="threads for the kernels and BLAS (default: all usable cores)")
+    g.add_argument("--out", default=d.out, metavar="DIR",
+                   help="output directory (checkpoints, metrics, plot)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run saved in DIR/checkpoint.npz exactly where it stopped "
+                        "(the settings that change the numbers must be the same)")
+    g.add_argument("--eval-only", metavar="CHECKPOINT", default=None,
+                   help="only evaluate the weights in CHECKPOINT (checkpoint.npz, best.npz or "
+                        "the authors' .pth) on the test set, and exit")
+    g.add_argument("--max-steps-per-epoch", type=positive_int, default=None,
+                   help="cut every epoch after this many steps (smoke tests only)")
+    g.add_argument("--log-interval", type=nonneg_float, default=30.0, metavar="SECONDS",
+                   help="when stderr is not a terminal, print the progress line this often")
+    return p
+
+
+def config_from_args(args):
+    return TrainConfig(
+        dataset=args.dataset, data_dir=args.data_dir, download=not args.no_download,
+        model=args.model, kind=args.kind, norm=args.norm, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, eta=args.eta, momentum=args.momentum,
+        weight_decay=args.weight_decay, threads=args.threads, seed=args.seed,
+        train_subset=args.train_subset, test_subset=args.test_subset, out=args.out,
+        dtype=args.dtype, augment=not args.no_augment, skip_nonfinite=args.skip_nonfinite,
+        max_steps_per_epoch=args.max_steps_per_epoch).validate()
+
+
+def eval_only(config, path):
+    from addercore.threads import set_num_threads
+
+    if config.threads:
+        set_num_threads(config.threads)
+    _, (test_x, test_y) = load_data(config)
+    model = build_model(config)
+    load_weights(model, path)
+    t0 = time.monotonic()
+    loss, acc = evaluate(model, test_x, test_y, config.test_batch_size, config.dtype)
+    dt = time.monotonic() - t0
+    print(f"{path}: test loss {loss:.4f}, top-1 accuracy {100 * acc:.2f}% on {len(test_y)} "
+          f"images ({len(test_y) / dt:.1f} img/s)")
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except (ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        if args.eval_only:
+            return eval_only(config, args.eval_only)
+        trainer = Trainer(config, log_interval=args.log_interval)
+        trainer.out.mkdir(parents=True, exist_ok=True)
+        with open(trainer.out / "command.txt", "a") as f:
+            f.write(shlex.join([sys.executable] + sys.argv) + "\n")
+        c = config
+        trainer.log(f"{c.model} {c.kind} ({c.norm}) on {c.dataset}: {len(trainer.train_y)} "
+                    f"train / {len(trainer.test_y)} test images, {c.epochs} epochs of "
+                    f"{len(trainer.loader)} steps (batch {c.batch_size}), out {trainer.out}")
+        if args.resume:
+            trainer.resume()
+        summary = trainer.fit()
+    except DataNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (NonFiniteLossError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as e:
+        return 128 + int(e.signum)
+    best = summary["best_test_acc"]
+    print(f"done: {summary['epochs']} epochs, final test accuracy "
+          f"{100 * summary['final_test_acc']:.2f}%, best {100 * best:.2f}% (epoch "
+          f"{summary['best_epoch']}), {summary['elapsed_s']:.0f} s; outputs in {summary['out']}")
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL) if hasattr(signal, "SIGPIPE") else None
+    sys.exit(main())
