@@ -28,13 +28,15 @@ from cython cimport floating
 
 cdef extern from "adder_kernels.h" nogil:
     void pack_patches_f32(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                          int ph, int pw, int h_lo, int h_hi, int Wo, float *col)
+                          int ph, int pw, int h_lo, int h_hi, int Wo, float *col, long ldc)
     void pack_patches_f64(const double *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                          int ph, int pw, int h_lo, int h_hi, int Wo, double *col)
+                          int ph, int pw, int h_lo, int h_hi, int Wo, double *col, long ldc)
     void unpack_patches_add_f32(const float *dcol, int C, int H, int W, int kh, int kw, int sh,
-                                int sw, int ph, int pw, int h_lo, int h_hi, int Wo, float *gx)
+                                int sw, int ph, int pw, int h_lo, int h_hi, int Wo, long ldc,
+                                float *gx)
     void unpack_patches_add_f64(const double *dcol, int C, int H, int W, int kh, int kw, int sh,
-                                int sw, int ph, int pw, int h_lo, int h_hi, int Wo, double *gx)
+                                int sw, int ph, int pw, int h_lo, int h_hi, int Wo, long ldc,
+                                double *gx)
     void l1_forward_tile_f32(const float *col, const float *w, int Cout, int K, long P, float *y,
                              long ldy)
     void l1_forward_tile_f64(const double *col, const double *w, int Cout, int K, long P,
@@ -74,20 +76,21 @@ def simd_name():
 
 
 cdef inline void _pack(const floating *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                       int ph, int pw, int h_lo, int h_hi, int Wo, floating *col) noexcept nogil:
+                       int ph, int pw, int h_lo, int h_hi, int Wo, floating *col,
+                       long ldc) noexcept nogil:
     if floating is float:
-        pack_patches_f32(x, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col)
+        pack_patches_f32(x, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, ldc)
     else:
-        pack_patches_f64(x, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col)
+        pack_patches_f64(x, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, ldc)
 
 
 cdef inline void _unpack_add(const floating *dcol, int C, int H, int W, int kh, int kw, int sh,
-                             int sw, int ph, int pw, int h_lo, int h_hi, int Wo,
+                             int sw, int ph, int pw, int h_lo, int h_hi, int Wo, long ldc,
                              floating *gx) noexcept nogil:
     if floating is float:
-        unpack_patches_add_f32(dcol, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, gx)
+        unpack_patches_add_f32(dcol, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, ldc, gx)
     else:
-        unpack_patches_add_f64(dcol, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, gx)
+        unpack_patches_add_f64(dcol, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, ldc, gx)
 
 
 def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
@@ -119,7 +122,7 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                 h_hi = min(h_lo + tile_rows, Ho)
                 Pt = <long>(h_hi - h_lo) * Wo
                 yt = &y[n, 0, h_lo, 0]
-                _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col)
+                _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, Pt)
                 if floating is float:
                     if l2:
                         l2_forward_tile_f32(col, &weight[0, 0], Cout, K, Pt, yt, P)
@@ -185,7 +188,7 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                     h_hi = min(h_lo + tile_rows, Ho)
                     Pt = <long>(h_hi - h_lo) * Wo
                     gt = &grad_output[n, 0, h_lo, 0]
-                    _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col)
+                    _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, Pt)
                     if floating is float:
                         if filter_sign:
                             filter_grad_sign_tile_f32(col, &weight[0, 0], gt, P, Cout, K, Pt,
@@ -204,26 +207,31 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                                                         &partial_grad_weight[s, 0, 0],
                                                         &partial_grad_sum[s, 0], gT)
                         input_grad_tile_f64(col, &weight[0, 0], gt, P, Cout, K, Pt, input_mode)
-                    _unpack_add(col, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, gx)
+                    _unpack_add(col, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, Pt, gx)
                     h_lo = h_hi
 
 
-def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, int kh, int kw, int sh,
+def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, int kh, int kw, int sh,
            int sw, int ph, int pw, int Ho, int Wo, int num_threads):
-    """Patch matrices of a batch: x (N, C, H, W) -> cols (N, C·kh·kw, Ho·Wo) (written)."""
+    """Patch matrix of a batch, images side by side: x (N, C, H, W) -> cols (C·kh·kw, N·Ho·Wo)
+    (written; column n·Ho·Wo + p is position p of image n), ready for one GEMM."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef long P = <long>Ho * Wo
+    cdef long ldc = cols.shape[1]
     cdef Py_ssize_t n
-    if N == 0 or cols.shape[1] == 0 or cols.shape[2] == 0:
+    if N == 0 or cols.shape[0] == 0 or P == 0:
         return
     with nogil:
         for n in prange(N, schedule="static", num_threads=num_threads):
-            _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, 0, Ho, Wo, &cols[n, 0, 0])
+            _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, 0, Ho, Wo, &cols[0, n * P], ldc)
 
 
-def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, int kh, int kw, int sh,
+def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] x, int kh, int kw, int sh,
            int sw, int ph, int pw, int Ho, int Wo, int num_threads):
-    """Adjoint of im2col: cols (N, C·kh·kw, Ho·Wo) summed into x (N, C, H, W) (zeroed here)."""
+    """Adjoint of im2col: cols (C·kh·kw, N·Ho·Wo) summed into x (N, C, H, W) (zeroed here)."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef long P = <long>Ho * Wo
+    cdef long ldc = cols.shape[1]
     cdef Py_ssize_t n, e, count = <Py_ssize_t>C * H * W
     cdef floating *gx
     if N == 0 or count == 0:
@@ -233,5 +241,5 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, int kh, int
             gx = &x[n, 0, 0, 0]
             for e in range(count):
                 gx[e] = 0
-            if cols.shape[1] > 0 and cols.shape[2] > 0:
-                _unpack_add(&cols[n, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, 0, Ho, Wo, gx)
+            if cols.shape[0] > 0 and P > 0:
+                _unpack_add(&cols[0, n * P], C, H, W, kh, kw, sh, sw, ph, pw, 0, Ho, Wo, ldc, gx)

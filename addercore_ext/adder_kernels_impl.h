@@ -13,12 +13,12 @@
 
 /* ---------------------------------------------------------------------------------------
  * im2col of output rows [h_lo, h_hi) of one image: col[k, p] with k = (c, i, j) row-major and p = (h, w) row-major.
- * x: (C, H, W); col: (C·kh·kw, (h_hi-h_lo)·Wo).  Taps on the zero padding are written as 0.
+ * x: (C, H, W); col: (C·kh·kw, (h_hi-h_lo)·Wo) with row stride ldc.  Taps on the zero padding are written as 0.
  * ------------------------------------------------------------------------------------- */
 static void FN(pack_patches)(const T *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                             int ph, int pw, int h_lo, int h_hi, int Wo, T *col)
+                             int ph, int pw, int h_lo, int h_hi, int Wo, T *col, long ldc)
 {
-    const long P = (long)(h_hi - h_lo) * Wo; /* row stride of this tile of col */
+    const long P = ldc; /* row stride of col: (h_hi - h_lo)·Wo for a packed tile */
     for (int c = 0; c < C; c++) {
         const T *xc = x + (long)c * H * W;
         for (int i = 0; i < kh; i++) {
@@ -55,9 +55,10 @@ static void FN(pack_patches)(const T *x, int C, int H, int W, int kh, int kw, in
  * Fixed order (c, i, j, h, w): deterministic.
  * ------------------------------------------------------------------------------------- */
 static void FN(unpack_patches_add)(const T *dcol, int C, int H, int W, int kh, int kw, int sh,
-                                   int sw, int ph, int pw, int h_lo, int h_hi, int Wo, T *gx)
+                                   int sw, int ph, int pw, int h_lo, int h_hi, int Wo,
+                                   long ldc, T *gx)
 {
-    const long P = (long)(h_hi - h_lo) * Wo;
+    const long P = ldc; /* row stride of dcol */
     for (int c = 0; c < C; c++) {
         T *gc = gx + (long)c * H * W;
         for (int i = 0; i < kh; i++) {

@@ -166,53 +166,72 @@ def _sum_slots(partial):
     return total
 
 
-def im2col(x, kernel, stride, padding):
-    """Patch matrices of x (N, C, H, W): (N, C·kh·kw, Ho·Wo), rows ordered (c, i, j)."""
+def _im2col_2d(x, kernel, stride, padding, workspace=None):
+    """Patch matrix of the whole batch, images side by side: (C·kh·kw, N·Ho·Wo).
+
+    With ``workspace`` (a name), the matrix is a cached workspace (valid until the next call
+    that uses the same name); otherwise a fresh array."""
     n, c, h, w = x.shape
     kh, kw = kernel
     (sh, sw), (ph, pw) = stride, padding
     ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
-    cols = np.empty((n, c * kh * kw, ho * wo), dtype=x.dtype)
+    shape = (c * kh * kw, n * ho * wo)
+    cols = np.empty(shape, x.dtype) if workspace is None else _workspace(workspace, x.dtype, shape)
     _adder.im2col(x, cols, kh, kw, sh, sw, ph, pw, ho, wo, get_num_threads())
-    return cols
+    return cols, ho, wo
 
 
-def col2im(cols, x_shape, kernel, stride, padding):
-    """Adjoint of :func:`im2col`: sum (N, C·kh·kw, Ho·Wo) patches back into (N, C, H, W)."""
+def _col2im_2d(cols, x_shape, kernel, stride, padding):
+    """Adjoint of :func:`_im2col_2d`: (C·kh·kw, N·Ho·Wo) summed into a new (N, C, H, W)."""
     n, c, h, w = x_shape
     kh, kw = kernel
     (sh, sw), (ph, pw) = stride, padding
     ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
     x = np.empty(x_shape, dtype=cols.dtype)
-    _adder.col2im(np.ascontiguousarray(cols), x, kh, kw, sh, sw, ph, pw, ho, wo, get_num_threads())
+    _adder.col2im(np.ascontiguousarray(cols), x, kh, kw, sh, sw, ph, pw, ho, wo,
+                  get_num_threads())
     return x
 
 
-def conv2d_forward(x, weight, stride, padding):
-    """Convolution (no bias) by compiled im2col + BLAS GEMM. -> y (N, Cout, Ho, Wo).
+def im2col(x, kernel, stride, padding):
+    """Patch matrices of x (N, C, H, W): (N, C·kh·kw, Ho·Wo), rows ordered (c, i, j)."""
+    n = x.shape[0]
+    cols, ho, wo = _im2col_2d(x, kernel, stride, padding)
+    return np.ascontiguousarray(cols.reshape(-1, n, ho * wo).transpose(1, 0, 2))
 
-    Allocates the patch matrices (N, K, Ho·Wo) and y."""
+
+def col2im(cols, x_shape, kernel, stride, padding):
+    """Adjoint of :func:`im2col`: sum (N, C·kh·kw, Ho·Wo) patches back into (N, C, H, W)."""
+    n = x_shape[0]
+    cols2d = np.ascontiguousarray(cols.transpose(1, 0, 2)).reshape(cols.shape[1], -1)
+    return _col2im_2d(cols2d, x_shape, kernel, stride, padding)
+
+
+def conv2d_forward(x, weight, stride, padding):
+    """Convolution (no bias): compiled im2col of the whole batch + one BLAS GEMM.
+
+    The patch matrix (K, N·Ho·Wo) is a cached workspace; allocates the GEMM result and y."""
     n = x.shape[0]
     cout, _, kh, kw = weight.shape
-    cols = im2col(x, (kh, kw), stride, padding)
-    ho = _out_size(x.shape[2], kh, stride[0], padding[0])
-    wo = _out_size(x.shape[3], kw, stride[1], padding[1])
-    y = np.matmul(weight.reshape(cout, -1), cols)
-    return y.reshape(n, cout, ho, wo)
+    cols, ho, wo = _im2col_2d(x, (kh, kw), stride, padding, workspace="conv_cols")
+    y = weight.reshape(cout, -1) @ cols  # (Cout, N·P)
+    return np.ascontiguousarray(y.reshape(cout, n, ho * wo).transpose(1, 0, 2)).reshape(
+        n, cout, ho, wo)
 
 
 def conv2d_backward(x, weight, grad_output, stride, padding):
-    """Convolution backward -> (grad_input, grad_weight), compiled im2col/col2im + BLAS GEMM."""
+    """Convolution backward -> (grad_input, grad_weight): compiled im2col/col2im around two
+    BLAS GEMMs on the (K, N·Ho·Wo) patch matrix."""
     n = x.shape[0]
     cout, _, kh, kw = weight.shape
-    cols = im2col(x, (kh, kw), stride, padding)  # (N, K, P)
-    g = grad_output.reshape(n, cout, -1)  # (N, Cout, P)
-    k = cols.shape[1]
     if n == 0:
         return np.zeros_like(x), np.zeros_like(weight)
-    # Σ_n G_n · cols_nᵀ as one GEMM over the (n, p) axis pair
-    grad_weight = np.matmul(g.transpose(1, 0, 2).reshape(cout, -1),
-                            cols.transpose(0, 2, 1).reshape(-1, k))
-    grad_cols = np.matmul(weight.reshape(cout, -1).T, g)  # (N, K, P)
-    grad_input = col2im(grad_cols, x.shape, (kh, kw), stride, padding)
+    cols, ho, wo = _im2col_2d(x, (kh, kw), stride, padding, workspace="conv_cols")  # (K, N·P)
+    g2d = np.ascontiguousarray(
+        grad_output.reshape(n, cout, ho * wo).transpose(1, 0, 2)).reshape(cout, -1)
+    grad_weight = g2d @ cols.T  # (Cout, K)
+    w2 = weight.reshape(cout, -1)
+    grad_cols = _workspace("conv_grad_cols", x.dtype, cols.shape)
+    np.matmul(w2.T, g2d, out=grad_cols)  # (K, N·P)
+    grad_input = _col2im_2d(grad_cols, x.shape, (kh, kw), stride, padding)
     return grad_input, grad_weight.reshape(weight.shape).astype(weight.dtype, copy=False)
