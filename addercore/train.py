@@ -159,16 +159,19 @@ def build_model(config):
                                 eta=config.eta, dtype=np.dtype(config.dtype), rng=rng)
 
 
-def load_data(config):
+def load_data(config, with_train=True):
     """``((train_x, train_y), (test_x, test_y))`` uint8 images / int64 labels, subsets applied
-    (the first ``train_subset`` / ``test_subset`` images)."""
+    (the first ``train_subset`` / ``test_subset`` images). ``with_train=False`` skips reading
+    the training set (returns None in its place)."""
     loader = load_cifar10 if config.dataset == "cifar10" else load_cifar100
-    train_x, train_y = loader(config.data_dir, train=True, download=config.download)
     test_x, test_y = loader(config.data_dir, train=False, download=config.download)
-    if config.train_subset is not None:
-        train_x, train_y = train_x[:config.train_subset], train_y[:config.train_subset]
     if config.test_subset is not None:
         test_x, test_y = test_x[:config.test_subset], test_y[:config.test_subset]
+    if not with_train:
+        return None, (test_x, test_y)
+    train_x, train_y = loader(config.data_dir, train=True, download=config.download)
+    if config.train_subset is not None:
+        train_x, train_y = train_x[:config.train_subset], train_y[:config.train_subset]
     return (train_x, train_y), (test_x, test_y)
 
 

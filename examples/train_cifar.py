@@ -130,7 +130,7 @@ def eval_only(config, path):
 
     if config.threads:
         set_num_threads(config.threads)
-    _, (test_x, test_y) = load_data(config)
+    _, (test_x, test_y) = load_data(config, with_train=False)
     model = build_model(config)
     load_weights(model, path)
     t0 = time.monotonic()

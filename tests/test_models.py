@@ -8,7 +8,16 @@ from addercore.io import load_torch_checkpoint, strip_prefix
 from addercore.models import (MODELS, MaxPool2d, get_model, lenet5_bn, resnet18, resnet20,
                               resnet32, resnet56, vgg_small)
 from addercore.tensor import Tensor, no_grad
+from addercore.threads import num_threads
 from conftest import shared_data_path
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One kernel/BLAS thread: these tiny problems only lose to thread start-up on 2 cores."""
+    with num_threads(1):
+        yield
+
 
 
 def _rng():

@@ -4,6 +4,15 @@ import pytest
 
 from addercore.models import lenet5_bn, resnet18, resnet20, resnet50, vgg_small
 from addercore.profile import count_ops, format_ops
+from addercore.threads import num_threads
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One kernel/BLAS thread: these tiny problems only lose to thread start-up on 2 cores."""
+    with num_threads(1):
+        yield
+
 
 G = 1e9
 
