@@ -63,16 +63,15 @@ n_asan=$(nm -D "$WORK"/addercore_ext/_adder*.so | grep -c __asan_ || true)
 
 echo "== running kernel + property tests under ASan"
 cd "$WORK"
+export LD_PRELOAD="$LIBASAN" ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1"
+export ADDERCORE_BACKEND=cython PYTHONPATH="$WORK"
+python -c "import addercore_ext._adder as a, addercore; print('checked build:', a.__file__, 'backend', addercore.backend())" \
+  | tee /dev/stderr | grep "$WORK" > /dev/null || { echo "the tests would not import the ASan build"; exit 2; }
 # detect_leaks=0: CPython itself "leaks" at exit; we look for out-of-bounds accesses only.
 # The test process must import this copy, not the checkout: run from $WORK with -p no:cacheprovider.
-LD_PRELOAD="$LIBASAN" \
-ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=0:allocator_may_return_null=1" \
-ADDERCORE_BACKEND=cython \
 HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-asan}" \
-PYTHONPATH="$WORK" \
 python -m pytest -q -p no:cacheprovider \
   tests/test_ops_reference.py tests/test_properties.py tests/test_validation.py \
   $(cd "$WORK" && ls tests/test_kernels*.py tests/test_fast*.py 2>/dev/null) \
   "${PYTEST_ARGS[@]}"
-python -c "import addercore_ext, addercore; print('checked build:', addercore_ext.__file__, addercore.backend())"
 echo "== ASan: no out-of-bounds access detected"

@@ -9,9 +9,9 @@ unfold formulation would materialise.
   kernels' cached workspaces.
 * Per adder layer (one row per distinct geometry of resnet20): the bytes tracemalloc sees
   allocated during one ``adder2d_forward`` and one ``adder2d_backward`` call beyond their
-  outputs (the temporaries), with the cached workspaces already in place, and the size of those
-  cached workspaces (``threads × K·Ho·Wo`` packed patches for one image per thread, plus
-  ``slots × Cout × K`` filter-gradient partials in the backward).
+  outputs (the temporaries), with the cached workspaces already in place, and the bytes of
+  those cached workspaces as measured after the layer's calls (``addercore.ops.fast`` keeps
+  per-thread packed-patch tiles and per-slot filter-gradient partials).
 * Unfold: the authors' PyTorch layer unfolds X to ``(K, P)`` and broadcasts
   ``|X_col[None] - W[:, :, None]|`` to a ``(Cout, K, P)`` tensor, ``P = N·Ho·Wo``: ``Cout·K·P``
   floats per layer call (and the same again for the backward's ``X - W`` difference).
@@ -113,7 +113,6 @@ def main(argv=None):
         key = (shape, layer.adder.data.shape, layer.stride, layer.padding)
         seen.setdefault(key, []).append(name)
     layer_rows = []
-    threads = addercore.get_num_threads()
     for (shape, wshape, stride, padding), names in seen.items():
         xs = rng.standard_normal(shape).astype(dtype)
         w = rng.standard_normal(wshape).astype(dtype)
@@ -125,14 +124,18 @@ def main(argv=None):
         p_all = n * ho * wo
         y_bytes = n * cout * ho * wo * itemsize
         g = rng.standard_normal((n, cout, ho, wo)).astype(dtype)
+        fast = addercore._backend.fast_module()
+        if fast is not None:
+            fast.clear_workspaces()
         ops.adder2d_forward(xs, w, stride, padding)  # warm: cached workspaces in place
         ops.adder2d_backward(xs, w, g, stride, padding)
+        # the kernels' cached workspaces (fast.py keeps them per Python thread)
+        workspace = 0 if fast is None else sum(
+            a.nbytes for a in vars(fast._local).values() if isinstance(a, np.ndarray))
         fwd_tmp, _ = traced_temporaries(lambda: ops.adder2d_forward(xs, w, stride, padding),
                                         y_bytes)
         bwd_tmp, _ = traced_temporaries(lambda: ops.adder2d_backward(xs, w, g, stride, padding),
                                         xs.nbytes + w.nbytes)
-        slots = min(n, 16)
-        workspace = (min(threads, n) * k * ho * wo + slots * cout * k + slots * cout) * itemsize
         unfold = cout * k * p_all * itemsize
         layer_rows.append(dict(
             layers=", ".join(names), x=shape, w=wshape, stride=stride, K=k, P=p_all,
