@@ -61,6 +61,14 @@ cdef extern from "adder_kernels.h" nogil:
                              long P, int mode)
     void input_grad_tile_f64(double *col, const double *w, const double *g, long ldg, int Cout,
                              int K, long P, int mode)
+    const float *pack_source_f32(const float *x, int C, int H, int W, int ph, int pw, int sw,
+                                 float *xp)
+    const double *pack_source_f64(const double *x, int C, int H, int W, int ph, int pw, int sw,
+                                  double *xp)
+    void pack_tile_f32(const float *src, int C, int H, int W, int kh, int kw, int sh, int sw,
+                       int ph, int pw, int h_lo, int h_hi, int Wo, float *col, long ldc)
+    void pack_tile_f64(const double *src, int C, int H, int W, int kh, int kw, int sh, int sw,
+                       int ph, int pw, int h_lo, int h_hi, int Wo, double *col, long ldc)
     const char *addercore_simd_name()
     int IG_HARDTANH, IG_SIGN, IG_L2
 
@@ -84,6 +92,23 @@ cdef inline void _pack(const floating *x, int C, int H, int W, int kh, int kw, i
         pack_patches_f64(x, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, ldc)
 
 
+cdef inline const floating *_source(const floating *x, int C, int H, int W, int ph, int pw,
+                                   int sw, floating *xp) noexcept nogil:
+    if floating is float:
+        return pack_source_f32(x, C, H, W, ph, pw, sw, xp)
+    else:
+        return pack_source_f64(x, C, H, W, ph, pw, sw, xp)
+
+
+cdef inline void _pack_tile(const floating *src, int C, int H, int W, int kh, int kw, int sh,
+                            int sw, int ph, int pw, int h_lo, int h_hi, int Wo, floating *col,
+                            long ldc) noexcept nogil:
+    if floating is float:
+        pack_tile_f32(src, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, ldc)
+    else:
+        pack_tile_f64(src, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, ldc)
+
+
 cdef inline void _unpack_add(const floating *dcol, int C, int H, int W, int kh, int kw, int sh,
                              int sw, int ph, int pw, int h_lo, int h_hi, int Wo, long ldc,
                              floating *gx) noexcept nogil:
@@ -95,12 +120,15 @@ cdef inline void _unpack_add(const floating *dcol, int C, int H, int W, int kh, 
 
 def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                   floating[:, :, :, ::1] y, int kh, int kw, int sh, int sw, int ph, int pw,
-                  bint l2, int tile_rows, floating[:, ::1] col_workspace, int num_threads):
+                  bint l2, int tile_rows, floating[:, ::1] col_workspace,
+                  floating[:, ::1] pad_workspace, int num_threads):
     """y[n, t] = -Σ_k dist(patch - w[t]) for every image (see module docstring).
 
     x (N, Cin, H, W); weight (Cout, K) with K = Cin·kh·kw; y (N, Cout, Ho, Wo) written.
     Each image is processed in tiles of ``tile_rows`` output rows, packed into the thread's
-    row of col_workspace (>= num_threads, >= K·tile_rows·Wo), same dtype.  Allocates nothing.
+    row of col_workspace (>= num_threads, >= K·tile_rows·Wo), same dtype, from the zero-padded
+    image in the thread's row of pad_workspace (>= num_threads, >= Cin·(H+2ph)·(W+2pw)).
+    Allocates nothing.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int Cout = y.shape[1], Ho = y.shape[2], Wo = y.shape[3]
@@ -110,19 +138,23 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
     cdef int tid, h_lo, h_hi
     cdef long Pt
     cdef floating *col
+    cdef floating *xp
+    cdef const floating *src
     cdef floating *yt
     if N == 0 or Cout == 0 or P == 0:
         return
     with nogil, parallel(num_threads=num_threads):
         tid = openmp.omp_get_thread_num()
         col = &col_workspace[tid, 0]
+        xp = &pad_workspace[tid, 0]
         for n in prange(N, schedule="static"):
+            src = _source(&x[n, 0, 0, 0], C, H, W, ph, pw, sw, xp)
             h_lo = 0
             while h_lo < Ho:
                 h_hi = min(h_lo + tile_rows, Ho)
                 Pt = <long>(h_hi - h_lo) * Wo
                 yt = &y[n, 0, h_lo, 0]
-                _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, Pt)
+                _pack_tile(src, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, Pt)
                 if floating is float:
                     if l2:
                         l2_forward_tile_f32(col, &weight[0, 0], Cout, K, Pt, yt, P)
@@ -140,7 +172,7 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                    const floating[:, :, :, ::1] grad_output, floating[:, :, :, ::1] grad_input,
                    int kh, int kw, int sh, int sw, int ph, int pw, bint filter_sign,
                    int input_mode, int tile_rows, floating[:, ::1] col_workspace,
-                   floating[:, ::1] gt_workspace,
+                   floating[:, ::1] gt_workspace, floating[:, ::1] pad_workspace,
                    floating[:, :, ::1] partial_grad_weight, floating[:, ::1] partial_grad_sum,
                    int num_threads):
     """Accumulate the adder backward of a batch, slot by slot (see module docstring).
@@ -153,7 +185,8 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     partial_grad_sum[s].  input_mode: INPUT_GRAD_HARDTANH / _SIGN / _L2.
     Images are processed in tiles of ``tile_rows`` output rows packed into the thread's row of
     col_workspace (>= num_threads, >= K·tile_rows·Wo); gt_workspace (>= num_threads,
-    >= Cout·tile_rows·Wo) holds the transposed grad_output tile.  Allocates nothing.
+    >= Cout·tile_rows·Wo) holds the transposed grad_output tile; pad_workspace (>= num_threads,
+    >= Cin·(H+2ph)·(W+2pw)) the zero-padded image.  Allocates nothing.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int Cout = grad_output.shape[1], Ho = grad_output.shape[2], Wo = grad_output.shape[3]
@@ -166,6 +199,8 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     cdef floating *col
     cdef floating *gx
     cdef floating *gT
+    cdef floating *xp
+    cdef const floating *src
     cdef const floating *gt
     if N == 0:
         return
@@ -174,6 +209,7 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
         tid = openmp.omp_get_thread_num()
         col = &col_workspace[tid, 0]
         gT = &gt_workspace[tid, 0]
+        xp = &pad_workspace[tid, 0]
         for s in prange(S, schedule="static"):
             n_lo = s * N // S
             n_hi = (s + 1) * N // S
@@ -183,12 +219,13 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                     gx[e] = 0
                 if P == 0 or Cout == 0:
                     continue
+                src = _source(&x[n, 0, 0, 0], C, H, W, ph, pw, sw, xp)
                 h_lo = 0
                 while h_lo < Ho:
                     h_hi = min(h_lo + tile_rows, Ho)
                     Pt = <long>(h_hi - h_lo) * Wo
                     gt = &grad_output[n, 0, h_lo, 0]
-                    _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, Pt)
+                    _pack_tile(src, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, Pt)
                     if floating is float:
                         if filter_sign:
                             filter_grad_sign_tile_f32(col, &weight[0, 0], gt, P, Cout, K, Pt,

@@ -15,8 +15,8 @@
  * im2col of output rows [h_lo, h_hi) of one image: col[k, p] with k = (c, i, j) row-major and p = (h, w) row-major.
  * x: (C, H, W); col: (C·kh·kw, (h_hi-h_lo)·Wo) with row stride ldc.  Taps on the zero padding are written as 0.
  * ------------------------------------------------------------------------------------- */
-static void FN(pack_patches)(const T *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                             int ph, int pw, int h_lo, int h_hi, int Wo, T *col, long ldc)
+static void FN(pack_patches)(const T *restrict x, int C, int H, int W, int kh, int kw, int sh, int sw,
+                             int ph, int pw, int h_lo, int h_hi, int Wo, T *restrict col, long ldc)
 {
     const long P = ldc; /* row stride of col: (h_hi - h_lo)·Wo for a packed tile */
     for (int c = 0; c < C; c++) {
@@ -38,7 +38,9 @@ static void FN(pack_patches)(const T *x, int C, int H, int W, int kh, int kw, in
                     const T *xrow = xc + (long)xh * W + j - pw;
                     for (int w = 0; w < w_lo; w++) out[w] = (T)0;
                     if (sw == 1) {
-                        memcpy(out + w_lo, xrow + w_lo, sizeof(T) * (size_t)(w_hi - w_lo));
+                        for (int w = w_lo; w < w_hi; w++) out[w] = xrow[w];
+                    } else if (sw == 2) {
+                        for (int w = w_lo; w < w_hi; w++) out[w] = xrow[2 * (long)w];
                     } else {
                         for (int w = w_lo; w < w_hi; w++) out[w] = xrow[(long)w * sw];
                     }
@@ -47,6 +49,95 @@ static void FN(pack_patches)(const T *x, int C, int H, int W, int kh, int kw, in
             }
         }
     }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Zero-padded copy of one image: xp (C, H + 2·ph, W + 2·pw).  Packing from it needs no bounds
+ * logic, so every patch row is a fixed-length copy (this is what makes packing cheap for the
+ * short rows of 8×8 and 16×16 feature maps).
+ * ------------------------------------------------------------------------------------- */
+static void FN(pad_image)(const T *restrict x, int C, int H, int W, int ph, int pw,
+                          T *restrict xp)
+{
+    const int Hp = H + 2 * ph, Wp = W + 2 * pw;
+    for (int c = 0; c < C; c++) {
+        T *dst = xp + (long)c * Hp * Wp;
+        const T *src = x + (long)c * H * W;
+        for (long e = 0; e < (long)ph * Wp; e++) dst[e] = (T)0;
+        for (int h = 0; h < H; h++) {
+            T *d = dst + (long)(h + ph) * Wp;
+            for (int w = 0; w < pw; w++) d[w] = (T)0;
+            memcpy(d + pw, src + (long)h * W, sizeof(T) * (size_t)W);
+            for (int w = pw + W; w < Wp; w++) d[w] = (T)0;
+        }
+        for (long e = (long)(H + ph) * Wp; e < (long)Hp * Wp; e++) dst[e] = (T)0;
+    }
+}
+
+static inline __attribute__((always_inline)) void FN(copy_row)(T *restrict dst,
+                                                               const T *restrict src, int n)
+{
+    for (int w = 0; w < n; w++) dst[w] = src[w];
+}
+
+/* im2col of output rows [h_lo, h_hi) from the padded image xp (C, Hp, Wp); same layout as
+ * pack_patches. */
+static void FN(pack_patches_padded)(const T *restrict xp, int C, int Hp, int Wp, int kh, int kw,
+                                    int sh, int sw, int h_lo, int h_hi, int Wo,
+                                    T *restrict col, long ldc)
+{
+    for (int c = 0; c < C; c++) {
+        const T *xc = xp + (long)c * Hp * Wp;
+        for (int i = 0; i < kh; i++) {
+            for (int j = 0; j < kw; j++) {
+                T *out = col + ((long)(c * kh + i) * kw + j) * ldc;
+                const T *src = xc + (long)(h_lo * sh + i) * Wp + j;
+                const long src_step = (long)sh * Wp;
+                if (sw == 1) {
+                    /* fixed lengths let the compiler emit straight vector moves */
+                    if (Wo == 8) {
+                        for (int h = h_lo; h < h_hi; h++, out += 8, src += src_step)
+                            FN(copy_row)(out, src, 8);
+                    } else if (Wo == 16) {
+                        for (int h = h_lo; h < h_hi; h++, out += 16, src += src_step)
+                            FN(copy_row)(out, src, 16);
+                    } else if (Wo == 32) {
+                        for (int h = h_lo; h < h_hi; h++, out += 32, src += src_step)
+                            FN(copy_row)(out, src, 32);
+                    } else {
+                        for (int h = h_lo; h < h_hi; h++, out += Wo, src += src_step)
+                            FN(copy_row)(out, src, Wo);
+                    }
+                } else {
+                    for (int h = h_lo; h < h_hi; h++, out += Wo, src += src_step)
+                        for (int w = 0; w < Wo; w++) out[w] = src[(long)w * sw];
+                }
+            }
+        }
+    }
+}
+
+/* Packing strategy for one image: stride-1 layers pack from a zero-padded copy (made once per
+ * image in xp, or x itself when there is no padding); strided layers pack directly from x
+ * (there the copy would cost more than the bounds logic it saves).  pack_source returns the
+ * array pack_tile must be given. */
+static inline int FN(pack_uses_padded)(int sw) { return sw == 1; }
+
+static const T *FN(pack_source)(const T *x, int C, int H, int W, int ph, int pw, int sw, T *xp)
+{
+    if (!FN(pack_uses_padded)(sw) || (ph == 0 && pw == 0)) return x;
+    FN(pad_image)(x, C, H, W, ph, pw, xp);
+    return xp;
+}
+
+static void FN(pack_tile)(const T *src, int C, int H, int W, int kh, int kw, int sh, int sw,
+                          int ph, int pw, int h_lo, int h_hi, int Wo, T *col, long ldc)
+{
+    if (FN(pack_uses_padded)(sw))
+        FN(pack_patches_padded)(src, C, H + 2 * ph, W + 2 * pw, kh, kw, sh, sw, h_lo, h_hi, Wo,
+                                col, ldc);
+    else
+        FN(pack_patches)(src, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, ldc);
 }
 
 /* ---------------------------------------------------------------------------------------

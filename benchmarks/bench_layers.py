@@ -16,6 +16,7 @@ Run (unset the OpenBLAS variables of this machine, they slow numpy down):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_layers.py
 """
 import argparse
+import os
 import platform
 import subprocess
 import time
@@ -76,7 +77,7 @@ def sgemm_scaling(repeat):
     return times[1] / times[2]
 
 
-def run(batches, thread_counts, repeat, layers, with_torch):
+def run(batches, thread_counts, repeat, layers, with_torch, cpu_clock=False):
     torch_bits = try_torch() if with_torch else None
     rng = np.random.default_rng(0)
     header = (
@@ -124,11 +125,14 @@ def run(batches, thread_counts, repeat, layers, with_torch):
                     best = {key: float("inf") for key in fns}
                     for fn in fns.values():
                         fn()
+                    # 1 thread with --cpu-clock: CPU time of this thread (immune to preemption
+                    # by other processes on a shared machine); otherwise wall-clock time
+                    clock = time.thread_time if (cpu_clock and threads == 1) else time.perf_counter
                     for _ in range(repeat):  # interleaved: all see the same machine state
                         for key, fn in fns.items():
-                            t0 = time.perf_counter()
+                            t0 = clock()
                             fn()
-                            best[key] = min(best[key], time.perf_counter() - t0)
+                            best[key] = min(best[key], clock() - t0)
                     gemm = best["sgemm"]
                     row = (
                         f"{name:16} {batch:4d} {threads:3d} | {gemm * 1e3:8.2f} "
@@ -171,11 +175,16 @@ def main():
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--layer", type=int, nargs="*", help="indices into the layer list")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--cpu-clock", action="store_true",
+                        help="time 1-thread rows with the thread's CPU clock (shared machines)")
     args = parser.parse_args()
     if args.layer:
         _SELECTED = [LAYERS[i][0] for i in args.layer]
-    print(f"# machine: {machine()}; numpy {np.__version__}; kernels: {fast.simd()}")
-    run(args.batch, args.threads, args.repeat, LAYERS, not args.no_torch)
+    print(f"# machine: {machine()}; numpy {np.__version__}; kernels: {fast.simd()}; "
+          f"load average at start {os.getloadavg()[0]:.1f}; "
+          f"1-thread clock: {'thread CPU time' if args.cpu_clock else 'wall'}")
+    run(args.batch, args.threads, args.repeat, LAYERS, not args.no_torch, args.cpu_clock)
+    print(f"# load average at end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ is not compiled, and :mod:`addercore._backend` then falls back to the reference.
 
 Threads: every call reads :func:`addercore.threads.get_num_threads`; results do not depend on it.
 
-Memory: each call allocates its outputs only.  Workspaces (one packed-patch buffer of K·Ho·Wo
-elements per thread, and for the backward the per-slot filter-gradient partial sums of
+Memory: each call allocates its outputs only.  Workspaces (per thread: one packed-patch tile
+of K × (a few output rows) elements, ~128 KiB, and a zero-padded copy of one input image; for
+the backward also the transposed grad_output tile, and the per-slot filter-gradient partial sums of
 ``slots × Cout × K``) are cached per Python thread and dtype and grown on demand, so the hot
 path of a training loop allocates nothing large after the first step.
 """
@@ -105,8 +106,10 @@ def adder2d_forward(x, weight, stride, padding, norm):
     k = cin * kh * kw
     rows = _tile_rows(k, ho, wo, x.itemsize, "forward")
     col = _workspace("col", x.dtype, (threads, k * rows * wo))
+    xpad = _workspace("padded_image", x.dtype, (threads, cin * (h + 2 * ph) * (w + 2 * pw)))
     _adder.adder_forward(
-        x, weight.reshape(cout, -1), y, kh, kw, sh, sw, ph, pw, norm == "l2", rows, col, threads
+        x, weight.reshape(cout, -1), y, kh, kw, sh, sw, ph, pw, norm == "l2", rows, col, xpad,
+        threads,
     )
     return y
 
@@ -143,12 +146,13 @@ def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad,
     rows = _tile_rows(k, ho, wo, x.itemsize, "backward")
     col = _workspace("col", dtype, (threads, max(k * rows * wo, 1)))
     g_t = _workspace("grad_output_t", dtype, (threads, max(cout * rows * wo, 1)))
+    xpad = _workspace("padded_image", dtype, (threads, cin * (h + 2 * ph) * (w + 2 * pw)))
     partial = _workspace("partial_grad_weight", dtype, (slots, cout, k), zero=True)
     partial_sum = _workspace("partial_grad_sum", dtype, (slots, cout), zero=True)
     w2 = weight.reshape(cout, k)
     _adder.adder_backward(
         x, w2, grad_output, grad_input, kh, kw, sh, sw, ph, pw, filter_sign, mode,
-        rows, col, g_t, partial, partial_sum, threads,
+        rows, col, g_t, xpad, partial, partial_sum, threads,
     )
     grad_weight = _sum_slots(partial)
     if not filter_sign:
