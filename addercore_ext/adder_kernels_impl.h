@@ -108,6 +108,15 @@ static void FN(pack_patches_padded)(const T *restrict xp, int C, int Hp, int Wp,
                         for (int h = h_lo; h < h_hi; h++, out += Wo, src += src_step)
                             FN(copy_row)(out, src, Wo);
                     }
+                } else if (sw == 2) {
+                    /* vectors of even elements; may read 2·VLANES-1 elements past a row, which
+                     * stays inside xp (the caller allocates PAD_SLACK extra elements) */
+                    for (int h = h_lo; h < h_hi; h++, out += Wo, src += src_step) {
+                        int w = 0;
+                        for (; w + VLANES <= Wo; w += VLANES)
+                            VOP(store)(out + w, VOP(load_even)(src + 2 * (long)w));
+                        for (; w < Wo; w++) out[w] = src[2 * (long)w];
+                    }
                 } else {
                     for (int h = h_lo; h < h_hi; h++, out += Wo, src += src_step)
                         for (int w = 0; w < Wo; w++) out[w] = src[(long)w * sw];
@@ -117,15 +126,20 @@ static void FN(pack_patches_padded)(const T *restrict xp, int C, int Hp, int Wp,
     }
 }
 
-/* Packing strategy for one image: stride-1 layers pack from a zero-padded copy (made once per
- * image in xp, or x itself when there is no padding); strided layers pack directly from x
- * (there the copy would cost more than the bounds logic it saves).  pack_source returns the
- * array pack_tile must be given. */
-static inline int FN(pack_uses_padded)(int sw) { return sw == 1; }
+/* Packing strategy for one image: stride-1 and stride-2 layers pack from a zero-padded copy
+ * (made once per image in xp; x itself for stride 1 without padding), stride 2 with vector
+ * loads of even elements; larger strides pack directly from x with bounds logic.
+ * pack_source returns the array pack_tile must be given.  xp needs C·(H+2ph)·(W+2pw) +
+ * PAD_SLACK elements. */
+#ifndef PAD_SLACK
+#define PAD_SLACK 32
+#endif
+static inline int FN(pack_uses_padded)(int sw) { return sw <= 2; }
 
 static const T *FN(pack_source)(const T *x, int C, int H, int W, int ph, int pw, int sw, T *xp)
 {
-    if (!FN(pack_uses_padded)(sw) || (ph == 0 && pw == 0)) return x;
+    if (!FN(pack_uses_padded)(sw)) return x;
+    if (sw == 1 && ph == 0 && pw == 0) return x;
     FN(pad_image)(x, C, H, W, ph, pw, xp);
     return xp;
 }
@@ -356,7 +370,7 @@ static void FN(filter_grad_full_tile)(const T *col, const T *g, long ldg, int Co
 #define FGT_KB 6
 #endif
 #ifndef FGT_MIN_K
-#define FGT_MIN_K 64
+#define FGT_MIN_K 32
 #endif
 
 static void FN(filter_grad_full_tile_t)(const T *col, const T *g, long ldg, int Cout, int K,

@@ -55,6 +55,14 @@ static inline float vhsum_f32(vf32 v)
     return _mm_cvtss_f32(s);
 }
 
+/* src[0], src[2], ..., src[14] (reads src[0..15]) */
+static inline vf32 vload_even_f32(const float *src)
+{
+    __m256 a = _mm256_loadu_ps(src), b = _mm256_loadu_ps(src + 8);
+    __m256 e = _mm256_shuffle_ps(a, b, 0x88); /* a0 a2 b0 b2 | a4 a6 b4 b6 */
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
+}
+
 typedef __m256d vf64;
 #define VF64_LANES 4
 static inline vf64 vload_f64(const double *p) { return _mm256_loadu_pd(p); }
@@ -77,6 +85,14 @@ static inline vf64 vsignmul_f64(vf64 d, vf64 g)
     vf64 neg = _mm256_and_pd(_mm256_cmp_pd(d, z, _CMP_LT_OQ), g);
     return _mm256_sub_pd(pos, neg);
 }
+/* src[0], src[2], src[4], src[6] (reads src[0..7]) */
+static inline vf64 vload_even_f64(const double *src)
+{
+    __m256d a = _mm256_loadu_pd(src), b = _mm256_loadu_pd(src + 4);
+    __m256d e = _mm256_unpacklo_pd(a, b); /* a0 b0 | a2 b2 */
+    return _mm256_permute4x64_pd(e, 0xD8);
+}
+
 static inline double vhsum_f64(vf64 v)
 {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
@@ -106,7 +122,8 @@ static inline double vhsum_f64(vf64 v)
     {                                                                                         \
         return (d > 0 ? g : (T)0) - (d < 0 ? g : (T)0);                                       \
     }                                                                                         \
-    static inline T vhsum_##S(v##S v) { return v; }
+    static inline T vhsum_##S(v##S v) { return v; }                                          \
+    static inline v##S vload_even_##S(const T *src) { return src[0]; }
 
 ADDERCORE_SCALAR_OPS(float, f32)
 ADDERCORE_SCALAR_OPS(double, f64)

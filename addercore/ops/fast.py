@@ -43,6 +43,8 @@ MAX_BACKWARD_SLOTS = 16
 #: tile is packed, then consumed while it is still in the core's L2 cache.
 TILE_BYTES = {"forward": 128 * 1024, "backward": 128 * 1024}
 
+_PAD_SLACK = 32  # elements after a padded image that stride-2 vector loads may touch (PAD_SLACK)
+
 _INPUT_MODES = {
     "hardtanh": _adder.INPUT_GRAD_HARDTANH,
     "sign": _adder.INPUT_GRAD_SIGN,
@@ -106,7 +108,7 @@ def adder2d_forward(x, weight, stride, padding, norm):
     k = cin * kh * kw
     rows = _tile_rows(k, ho, wo, x.itemsize, "forward")
     col = _workspace("col", x.dtype, (threads, k * rows * wo))
-    xpad = _workspace("padded_image", x.dtype, (threads, cin * (h + 2 * ph) * (w + 2 * pw)))
+    xpad = _workspace("padded_image", x.dtype, (threads, cin * (h + 2 * ph) * (w + 2 * pw) + _PAD_SLACK))
     _adder.adder_forward(
         x, weight.reshape(cout, -1), y, kh, kw, sh, sw, ph, pw, norm == "l2", rows, col, xpad,
         threads,
@@ -146,7 +148,7 @@ def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad,
     rows = _tile_rows(k, ho, wo, x.itemsize, "backward")
     col = _workspace("col", dtype, (threads, max(k * rows * wo, 1)))
     g_t = _workspace("grad_output_t", dtype, (threads, max(cout * rows * wo, 1)))
-    xpad = _workspace("padded_image", dtype, (threads, cin * (h + 2 * ph) * (w + 2 * pw)))
+    xpad = _workspace("padded_image", dtype, (threads, cin * (h + 2 * ph) * (w + 2 * pw) + _PAD_SLACK))
     partial = _workspace("partial_grad_weight", dtype, (slots, cout, k), zero=True)
     partial_sum = _workspace("partial_grad_sum", dtype, (slots, cout), zero=True)
     w2 = weight.reshape(cout, k)
