@@ -203,13 +203,13 @@ def im2col(x, kernel, stride, padding):
     """Patch matrices of x (N, C, H, W): (N, C·kh·kw, Ho·Wo), rows ordered (c, i, j)."""
     n = x.shape[0]
     cols, ho, wo = _im2col_2d(x, kernel, stride, padding)
-    return np.ascontiguousarray(cols.reshape(-1, n, ho * wo).transpose(1, 0, 2))
+    return np.ascontiguousarray(cols.reshape(cols.shape[0], n, ho * wo).transpose(1, 0, 2))
 
 
 def col2im(cols, x_shape, kernel, stride, padding):
     """Adjoint of :func:`im2col`: sum (N, C·kh·kw, Ho·Wo) patches back into (N, C, H, W)."""
-    n = x_shape[0]
-    cols2d = np.ascontiguousarray(cols.transpose(1, 0, 2)).reshape(cols.shape[1], -1)
+    n, k, p = cols.shape
+    cols2d = np.ascontiguousarray(cols.transpose(1, 0, 2)).reshape(k, n * p)
     return _col2im_2d(cols2d, x_shape, kernel, stride, padding)
 
 
