@@ -2,21 +2,27 @@
  *
  * Design
  * ------
- * One image at a time: its patches are packed once into a thread-owned buffer
- * ``col[K, P]`` (K = Cin·kh·kw taps in (c, i, j) order, P = Ho·Wo positions, contiguous), and
- * every kernel streams that buffer with unit-stride vector loads along p.
+ * One image at a time, in tiles of whole output rows: the patches of a tile are packed into a
+ * thread-owned buffer ``col[K, Pt]`` (K = Cin·kh·kw taps in (c, i, j) order, Pt = positions of
+ * the tile, contiguous; ~128 KiB so that it stays in the core's L2 while it is consumed), and
+ * every kernel streams that buffer with unit-stride vector loads along p.  Stride-1 and
+ * stride-2 layers pack from a zero-padded copy of the image (fixed-length row copies, even-
+ * element vector loads), so packing costs a few percent of the arithmetic.
  *
  * Forward: y[t, p] = -Σ_k dist(col[k, p] - w[t, k]).  The micro-kernel holds a block of
  * 4 filters × 2 vectors of contiguous positions in 8 independent accumulators; for each tap k
  * (sequential, ascending) it loads 2 patch vectors, broadcasts 4 filter values and does
- * subtract (on the FMA ports, as c - w·1), |·| (a mask) and add.  Every output element is a
- * single accumulator chain over k in the canonical order, so the result equals the numpy
- * reference bit for bit (float32 and float64; requires no -ffast-math and, for ℓ2,
- * -ffp-contract=off, both set by setup.py).  Vectorisation is across outputs, never across taps.
+ * subtract (on the FMA ports, as c - w·1: exact, and it leaves the add ports to the
+ * accumulation), |·| (a mask) and add.  Every output element is a single accumulator chain
+ * over k in the canonical order, so the result equals the numpy reference bit for bit
+ * (float32 and float64; requires no -ffast-math and, for ℓ2, -ffp-contract=off, both set by
+ * setup.py).  Vectorisation is across outputs, never across taps.
  *
- * Backward (per image, same packed buffer):
- *   - "full" filter gradient = Σ X·G - F·Σ G: a GEMM-like reduction along p
- *     (filter_grad_full_image) + a rank-1 term applied once by the caller;
+ * Backward (per tile, same packed buffer):
+ *   - "full" filter gradient = Σ X·G - F·Σ G: a GEMM with the reduction along p, done with
+ *     the grad tile transposed to (p, t) so that 12 accumulators (6 taps × 2 vectors of
+ *     filters) stay in registers over the whole tile (filter_grad_full_tile_t), plus a rank-1
+ *     term applied once by the caller;
  *   - "sign" filter gradient: direct Σ sgn(D)·G;
  *   - input gradient: dcol[k, p] = Σ_t factor(-D)·G computed in place over col (a block
  *     reads only its own patch entries), then gathered by unpack_patches_add (col2im).
