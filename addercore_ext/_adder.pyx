@@ -6,8 +6,9 @@ Design
 Work is split between OpenMP threads with ``prange(schedule="static")`` over units whose
 results do not depend on how many threads there are:
 
-* forward: one unit = one image ``n``. The thread packs the image's patches into its own
-  ``col`` buffer (row ``tid`` of ``col_workspace``) and computes ``y[n]``. Each output is one
+* forward: one unit = one image ``n``. The thread packs the image's patches, a tile of
+  output rows at a time, into its own ``col`` buffer (row ``tid`` of ``col_workspace``) and
+  computes that tile of ``y[n]``. Each output is one
   sequential accumulator chain, so the result is the same for any thread count (and equals
   the numpy reference bit for bit).
 * backward: one unit = one *slot*, a fixed range of consecutive images (the number of slots
@@ -18,8 +19,9 @@ results do not depend on how many threads there are:
   atomics, no thread-count-dependent reduction: bit-identical results for 1, 2, 4... threads.
 
 Memory: besides the outputs, these functions allocate nothing; the caller passes the
-workspaces (``col_workspace`` (threads, K·P); ``partial_grad_weight`` (slots, Cout, K) and
-``partial_grad_sum`` (slots, Cout)) and reuses them across calls.
+workspaces and reuses them across calls: per thread a packed tile (K × tile positions), a
+zero-padded image and (backward) a transposed grad_output tile; per slot the partial filter
+gradients (slots, Cout, K) and Σ grad_output (slots, Cout).
 """
 from cython.parallel cimport parallel, prange
 cimport openmp
