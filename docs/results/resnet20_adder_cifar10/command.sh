@@ -1,0 +1,2 @@
+# run from a snapshot of commit fe4ec09 (addercore, addercore_ext with its built kernels, examples)
+python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py --no-download --model resnet20 --kind adder --epochs 10 --threads 1 --seed 0 --out /work/main/docs/results/resnet20_adder_cifar10 --log-interval 60
