@@ -20,6 +20,7 @@ import threading
 import numpy as np
 
 from addercore_ext import _adder  # ImportError here selects the numpy backend
+from addercore_ext import _norm
 
 from ..threads import get_num_threads
 
@@ -28,6 +29,9 @@ __all__ = [
     "adder2d_backward",
     "conv2d_forward",
     "conv2d_backward",
+    "batch_norm2d_forward",
+    "batch_norm2d_backward",
+    "relu_backward",
     "im2col",
     "col2im",
     "simd",
@@ -243,3 +247,49 @@ def conv2d_backward(x, weight, grad_output, stride, padding):
     np.matmul(w2.T, g2d, out=grad_cols)  # (K, N·P)
     grad_input = _col2im_2d(grad_cols, x.shape, (kh, kw), stride, padding)
     return grad_input, grad_weight.reshape(weight.shape).astype(weight.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# BatchNorm2d and ReLU backward (addercore_ext/_norm.pyx: one channel per work unit)
+# --------------------------------------------------------------------------------------------
+def batch_norm2d_forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
+    """Same contract as the reference: returns ``(y, mean, invstd)`` ((N, C, H, W), (C,), (C,))
+    and updates the running buffers in place when training. Statistics are summed per channel
+    in double, sequentially. Allocates y and (C,) vectors."""
+    n, c, h, w = x.shape
+    y = np.empty_like(x)
+    mean = np.empty(c) if training else running_mean.astype(np.float64)
+    var = np.empty(c) if training else running_var.astype(np.float64)
+    invstd = np.empty(c)
+    x3 = x.reshape(n, c, h * w)
+    _norm.batch_norm_forward(x3, weight, bias, y.reshape(n, c, h * w), mean, var, invstd,
+                             training, eps, get_num_threads())
+    if training and running_mean is not None:
+        count = n * h * w
+        unbiased = var * (count / max(count - 1, 1))
+        running_mean *= 1.0 - momentum
+        running_mean += (momentum * mean).astype(running_mean.dtype)
+        running_var *= 1.0 - momentum
+        running_var += (momentum * unbiased).astype(running_var.dtype)
+    return y, mean.astype(x.dtype), invstd.astype(x.dtype)
+
+
+def batch_norm2d_backward(x, weight, grad_output, mean, invstd, training):
+    """Same contract as the reference: ``(grad_input, grad_weight, grad_bias)``."""
+    n, c, h, w = x.shape
+    grad_input = np.empty_like(x)
+    grad_weight = np.empty(c)
+    grad_bias = np.empty(c)
+    _norm.batch_norm_backward(
+        x.reshape(n, c, h * w), weight, grad_output.reshape(n, c, h * w),
+        mean.astype(np.float64), invstd.astype(np.float64), grad_input.reshape(n, c, h * w),
+        grad_weight, grad_bias, training, get_num_threads())
+    return grad_input, grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)
+
+
+def relu_backward(x, grad_output):
+    """grad_output where x > 0, else 0 (one pass, no temporaries)."""
+    grad_input = np.empty_like(x)
+    _norm.relu_backward(x.reshape(-1), grad_output.reshape(-1), grad_input.reshape(-1),
+                        get_num_threads())
+    return grad_input
