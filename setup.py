@@ -61,6 +61,8 @@ def extensions():
                 f"addercore_ext.{pyx.stem}",
                 [str(pyx.relative_to(HERE))],
                 include_dirs=[np.get_include(), str(EXT_DIR)],
+                # headers are not tracked by setuptools: list them so edits trigger a rebuild
+                depends=[str(h.relative_to(HERE)) for h in sorted(EXT_DIR.glob("*.h"))],
                 extra_compile_args=compile_args,
                 extra_link_args=link_args,
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -476,8 +476,8 @@ static void FN(filter_grad_sign_tile)(const T *col, const T *w, const T *g, long
             T sum0 = VOP(hsum)(VOP(add)(s0a, s0b)), sum1 = VOP(hsum)(VOP(add)(s1a, s1b));
             for (; p < P; p++) {
                 T d0 = c0[p] - w0, d1 = c1[p] - w1;
-                sum0 += (d0 > 0 ? gt[p] : (T)0) - (d0 < 0 ? gt[p] : (T)0);
-                sum1 += (d1 > 0 ? gt[p] : (T)0) - (d1 < 0 ? gt[p] : (T)0);
+                sum0 += d0 != d0 ? d0 : (d0 > 0 ? gt[p] : (T)0) - (d0 < 0 ? gt[p] : (T)0);
+                sum1 += d1 != d1 ? d1 : (d1 > 0 ? gt[p] : (T)0) - (d1 < 0 ? gt[p] : (T)0);
             }
             gw[(long)t * K + k] += sum0;
             gw[(long)t * K + k + 1] += sum1;
@@ -492,7 +492,7 @@ static void FN(filter_grad_sign_tile)(const T *col, const T *w, const T *g, long
             T sum = VOP(hsum)(s);
             for (; p < P; p++) {
                 T d = c0[p] - w0;
-                sum += (d > 0 ? gt[p] : (T)0) - (d < 0 ? gt[p] : (T)0);
+                sum += d != d ? d : (d > 0 ? gt[p] : (T)0) - (d < 0 ? gt[p] : (T)0);
             }
             gw[(long)t * K + k] += sum;
         }
@@ -519,7 +519,8 @@ static void FN(filter_grad_sign_tile)(const T *col, const T *w, const T *g, long
 static inline __attribute__((always_inline)) VT FN(ig_term)(VT nd, VT gv, VT acc, int mode,
                                                             VT lo, VT hi)
 {
-    if (mode == IG_HARDTANH) return VOP(fma)(VOP(min)(VOP(max)(nd, lo), hi), gv, acc);
+        /* operand order keeps NaN: max/min return their second operand when one is NaN */
+    if (mode == IG_HARDTANH) return VOP(fma)(VOP(min)(hi, VOP(max)(lo, nd)), gv, acc);
     if (mode == IG_SIGN) return VOP(add)(acc, VOP(signmul)(nd, gv));
     return VOP(fma)(nd, gv, acc);
 }
@@ -530,7 +531,7 @@ static inline __attribute__((always_inline)) T FN(ig_term_scalar)(T nd, T gv, T 
         T f = nd < (T)-1 ? (T)-1 : (nd > (T)1 ? (T)1 : nd);
         return acc + f * gv;
     }
-    if (mode == IG_SIGN) return acc + ((nd > 0 ? gv : (T)0) - (nd < 0 ? gv : (T)0));
+    if (mode == IG_SIGN) return acc + (nd != nd ? nd : (nd > 0 ? gv : (T)0) - (nd < 0 ? gv : (T)0));
     return acc + nd * gv;
 }
 

@@ -38,13 +38,14 @@ static inline vf32 vabs_f32(vf32 a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.
 static inline vf32 vneg_f32(vf32 a) { return _mm256_xor_ps(_mm256_set1_ps(-0.0f), a); }
 static inline vf32 vmin_f32(vf32 a, vf32 b) { return _mm256_min_ps(a, b); }
 static inline vf32 vmax_f32(vf32 a, vf32 b) { return _mm256_max_ps(a, b); }
-/* sgn(d)·g exactly as np.sign(d) * g (up to the sign of zero) */
+/* sgn(d)·g exactly as np.sign(d) * g (up to the sign of zero); NaN d gives NaN (all-ones
+ * bits), as np.sign(nan) does, so a NaN input is never turned into a finite gradient. */
 static inline vf32 vsignmul_f32(vf32 d, vf32 g)
 {
     vf32 z = _mm256_setzero_ps();
     vf32 pos = _mm256_and_ps(_mm256_cmp_ps(d, z, _CMP_GT_OQ), g);
     vf32 neg = _mm256_and_ps(_mm256_cmp_ps(d, z, _CMP_LT_OQ), g);
-    return _mm256_sub_ps(pos, neg);
+    return _mm256_or_ps(_mm256_sub_ps(pos, neg), _mm256_cmp_ps(d, d, _CMP_UNORD_Q));
 }
 /* lanes summed in a fixed order: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)) */
 static inline float vhsum_f32(vf32 v)
@@ -83,7 +84,7 @@ static inline vf64 vsignmul_f64(vf64 d, vf64 g)
     vf64 z = _mm256_setzero_pd();
     vf64 pos = _mm256_and_pd(_mm256_cmp_pd(d, z, _CMP_GT_OQ), g);
     vf64 neg = _mm256_and_pd(_mm256_cmp_pd(d, z, _CMP_LT_OQ), g);
-    return _mm256_sub_pd(pos, neg);
+    return _mm256_or_pd(_mm256_sub_pd(pos, neg), _mm256_cmp_pd(d, d, _CMP_UNORD_Q));
 }
 /* src[0], src[2], src[4], src[6] (reads src[0..7]) */
 static inline vf64 vload_even_f64(const double *src)
@@ -120,7 +121,7 @@ static inline double vhsum_f64(vf64 v)
     static inline v##S vmax_##S(v##S a, v##S b) { return a > b ? a : b; }                    \
     static inline v##S vsignmul_##S(v##S d, v##S g)                                          \
     {                                                                                         \
-        return (d > 0 ? g : (T)0) - (d < 0 ? g : (T)0);                                       \
+        return d != d ? d : (d > 0 ? g : (T)0) - (d < 0 ? g : (T)0);                          \
     }                                                                                         \
     static inline T vhsum_##S(v##S v) { return v; }                                          \
     static inline v##S vload_even_##S(const T *src) { return src[0]; }

@@ -459,17 +459,6 @@ def _expected_nan(source, pos, x, w, g):
     return y.reshape(n, cout, ho, wo), gi, gw.reshape(w.shape)
 
 
-# The compiled backward maps NaN *differences* to finite values where the reference keeps NaN:
-# the vector clip of the hardtanh input gradient uses max(nd, lo)/min(., hi), which return the
-# second operand for NaN (adder_kernels_impl.h, ig_term), and sgn(NaN) is computed as
-# (d > 0) - (d < 0) = 0 (adder_simd.h vsignmul_*, ig_term_scalar, filter_grad_sign_image).
-# Reported to the kernels owner; these cases are expected to fail until that is fixed.
-KNOWN_CYTHON_NAN_DROPS = {
-    ("x", "input_grad", "hardtanh"), ("weight", "input_grad", "hardtanh"),
-    ("x", "input_grad", "sign"), ("weight", "input_grad", "sign"),
-    ("x", "filter_grad", "sign"), ("weight", "filter_grad", "sign"),
-}
-
 NAN_SOURCES = {"x": (1, 1, 3, 0), "weight": (2, 1, 2, 1), "grad_output": (2, 3, 1, 2)}
 
 
@@ -496,16 +485,13 @@ def test_nan_propagates_exactly_to_dependent_outputs(source, norm, dtype, backen
                 for what, got, want, mode in (("input_grad", gi, want_gi, exact_ig),
                                               ("filter_grad", gw, want_gw, fg)):
                     ok = np.array_equal(np.isnan(got), want) and np.isfinite(got[~want]).all()
-                    known = backend == "cython" and (source, what, mode) in KNOWN_CYTHON_NAN_DROPS
-                    if not ok and not known:
+                    if not ok:
                         failures.append(f"{what} ({fg}/{ig}): NaN at {np.argwhere(np.isnan(got))[:4].tolist()}"
                                         f" expected {np.argwhere(want)[:4].tolist()}")
     assert not failures, failures
 
 
 @needs_cython
-@pytest.mark.xfail(strict=True, reason="compiled backward maps NaN through clip/sign to finite "
-                   "values (adder_kernels_impl.h ig_term; sgn via (d>0)-(d<0)); reported")
 @pytest.mark.parametrize("mode", ["hardtanh-input", "sign-input", "sign-filter"])
 def test_cython_backward_keeps_nan_through_clip_and_sign(mode):
     x, w, g = _problem(np.float64)
