@@ -30,6 +30,9 @@ def main():
     p.add_argument("--kind", choices=("adder", "cnn"), default="adder")
     p.add_argument("--data-dir", default=None)
     p.add_argument("-n", type=int, default=200)
+    p.add_argument("--recalibrate", type=int, default=0, metavar="M",
+                   help="also re-estimate the running statistics as the plain average over M "
+                        "training images (batches of 100, weights unchanged) and re-evaluate")
     a = p.parse_args()
     m = resnet20(kind=a.kind)
     load_weights(m, a.checkpoint)
@@ -56,6 +59,23 @@ def main():
               f"{np.median(np.abs(bm - rm) / np.sqrt(bv + 1e-5)):12.3g}")
     print(f"accuracy on {a.n} test images: eval mode {100 * (eval_pred == yb).mean():.1f}%, "
           f"batch statistics {100 * (batch_pred == yb).mean():.1f}%")
+    if a.recalibrate:
+        load_weights(m, a.checkpoint)
+        bns = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)]
+        for mod in bns:
+            mod.running_mean[...] = 0
+            mod.running_var[...] = 1
+        xtr, _ = load_cifar10(a.data_dir, train=True, download=False)
+        m.train()
+        with no_grad():
+            for i, start in enumerate(range(0, a.recalibrate, 100)):
+                for mod in bns:
+                    mod.momentum = 1.0 / (i + 1)  # cumulative average
+                m(normalize(xtr[start:start + 100]))
+            m.eval()
+            pred = m(xb).data.argmax(1)
+        print(f"after re-estimating the running statistics on {a.recalibrate} training images: "
+              f"eval mode {100 * (pred == yb).mean():.1f}%")
 
 
 if __name__ == "__main__":
