@@ -18,6 +18,10 @@ results do not depend on how many threads there are:
   the packed patches, then col2im). The caller sums the slot partials in slot order. No
   atomics, no thread-count-dependent reduction: bit-identical results for 1, 2, 4... threads.
 
+The convolution (CNN baseline and stems) runs through the same drivers and tiles, with a
+fused multiply-add in place of the distance (``FORWARD_CONV``, ``INPUT_GRAD_CONV``): no batch-
+sized patch matrix, no BLAS call, so it scales with the OpenMP team like the adder layers.
+
 Memory: besides the outputs, these functions allocate nothing; the caller passes the
 workspaces and reuses them across calls: per thread a packed tile (K × tile positions), a
 zero-padded image and (backward) a transposed grad_output tile; per slot the partial filter
@@ -39,14 +43,10 @@ cdef extern from "adder_kernels.h" nogil:
     void unpack_patches_add_f64(const double *dcol, int C, int H, int W, int kh, int kw, int sh,
                                 int sw, int ph, int pw, int h_lo, int h_hi, int Wo, long ldc,
                                 double *gx)
-    void l1_forward_tile_f32(const float *col, const float *w, int Cout, int K, long P, float *y,
-                             long ldy)
-    void l1_forward_tile_f64(const double *col, const double *w, int Cout, int K, long P,
-                             double *y, long ldy)
-    void l2_forward_tile_f32(const float *col, const float *w, int Cout, int K, long P, float *y,
-                             long ldy)
-    void l2_forward_tile_f64(const double *col, const double *w, int Cout, int K, long P,
-                             double *y, long ldy)
+    void forward_tile_f32(const float *col, const float *w, int Cout, int K, long P, float *y,
+                          long ldy, int mode)
+    void forward_tile_f64(const double *col, const double *w, int Cout, int K, long P,
+                          double *y, long ldy, int mode)
     void filter_grad_full_tile_f32(const float *col, const float *g, long ldg, int Cout, int K,
                                    long P, float *gw, float *gsum)
     void filter_grad_full_tile_f64(const double *col, const double *g, long ldg, int Cout, int K,
@@ -59,9 +59,9 @@ cdef extern from "adder_kernels.h" nogil:
                                    int Cout, int K, long P, float *gw)
     void filter_grad_sign_tile_f64(const double *col, const double *w, const double *g, long ldg,
                                    int Cout, int K, long P, double *gw)
-    void input_grad_tile_f32(float *col, const float *w, const float *g, long ldg, int Cout, int K,
-                             long P, int mode)
-    void input_grad_tile_f64(double *col, const double *w, const double *g, long ldg, int Cout,
+    void input_grad_tile_f32(float *col, const float *wT, const float *g, long ldg, int Cout,
+                             int K, long P, int mode)
+    void input_grad_tile_f64(double *col, const double *wT, const double *g, long ldg, int Cout,
                              int K, long P, int mode)
     const float *pack_source_f32(const float *x, int C, int H, int W, int ph, int pw, int sw,
                                  float *xp)
@@ -72,12 +72,17 @@ cdef extern from "adder_kernels.h" nogil:
     void pack_tile_f64(const double *src, int C, int H, int W, int kh, int kw, int sh, int sw,
                        int ph, int pw, int h_lo, int h_hi, int Wo, double *col, long ldc)
     const char *addercore_simd_name()
-    int IG_HARDTANH, IG_SIGN, IG_L2
+    int IG_HARDTANH, IG_SIGN, IG_L2, IG_CONV
+    int FWD_L1, FWD_L2, FWD_DOT
 
 
 INPUT_GRAD_HARDTANH = IG_HARDTANH
 INPUT_GRAD_SIGN = IG_SIGN
 INPUT_GRAD_L2 = IG_L2
+INPUT_GRAD_CONV = IG_CONV  # convolution: Σ_t w·g (the patches are not read)
+FORWARD_L1 = FWD_L1
+FORWARD_L2 = FWD_L2
+FORWARD_CONV = FWD_DOT  # convolution: Σ_k patch·w
 
 
 def simd_name():
@@ -122,9 +127,11 @@ cdef inline void _unpack_add(const floating *dcol, int C, int H, int W, int kh, 
 
 def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                   floating[:, :, :, ::1] y, int kh, int kw, int sh, int sw, int ph, int pw,
-                  bint l2, int tile_rows, floating[:, ::1] col_workspace,
+                  int mode, int tile_rows, floating[:, ::1] col_workspace,
                   floating[:, ::1] pad_workspace, int num_threads):
-    """y[n, t] = -Σ_k dist(patch - w[t]) for every image (see module docstring).
+    """y[n, t] = -Σ_k dist(patch - w[t]) for every image (see module docstring); ``mode``
+    FORWARD_L1 / FORWARD_L2 picks the distance, FORWARD_CONV computes the convolution
+    y[n, t] = Σ_k patch·w[t] instead.
 
     x (N, Cin, H, W); weight (Cout, K) with K = Cin·kh·kw; y (N, Cout, Ho, Wo) written.
     Each image is processed in tiles of ``tile_rows`` output rows, packed into the thread's
@@ -158,19 +165,13 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                 yt = &y[n, 0, h_lo, 0]
                 _pack_tile(src, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, Pt)
                 if floating is float:
-                    if l2:
-                        l2_forward_tile_f32(col, &weight[0, 0], Cout, K, Pt, yt, P)
-                    else:
-                        l1_forward_tile_f32(col, &weight[0, 0], Cout, K, Pt, yt, P)
+                    forward_tile_f32(col, &weight[0, 0], Cout, K, Pt, yt, P, mode)
                 else:
-                    if l2:
-                        l2_forward_tile_f64(col, &weight[0, 0], Cout, K, Pt, yt, P)
-                    else:
-                        l1_forward_tile_f64(col, &weight[0, 0], Cout, K, Pt, yt, P)
+                    forward_tile_f64(col, &weight[0, 0], Cout, K, Pt, yt, P, mode)
                 h_lo = h_hi
 
 
-def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
+def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight_t,
                    const floating[:, :, :, ::1] grad_output, floating[:, :, :, ::1] grad_input,
                    int kh, int kw, int sh, int sw, int ph, int pw, bint filter_sign,
                    int input_mode, int tile_rows, floating[:, ::1] col_workspace,
@@ -179,12 +180,15 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                    int num_threads):
     """Accumulate the adder backward of a batch, slot by slot (see module docstring).
 
-    x (N, Cin, H, W); weight (Cout, K); grad_output (N, Cout, Ho, Wo);
+    x (N, Cin, H, W); weight_t (K, Cout): the filters transposed (each tap's Cout values
+    contiguous, as the input-gradient block reads them);
+    grad_output (N, Cout, Ho, Wo);
     grad_input (N, Cin, H, W) written (zeroed here first);
     partial_grad_weight (S, Cout, K) and partial_grad_sum (S, Cout) must be zero on entry:
     slot s covers images [s·N // S, (s+1)·N // S) and receives Σ_n Σ_p col·G
     (``filter_sign`` false) or Σ_n Σ_p sgn(D)·G (true) in partial_grad_weight[s] and Σ G in
-    partial_grad_sum[s].  input_mode: INPUT_GRAD_HARDTANH / _SIGN / _L2.
+    partial_grad_sum[s].  input_mode: INPUT_GRAD_HARDTANH / _SIGN / _L2, or INPUT_GRAD_CONV
+    for the convolution (its filter gradient is the Σ col·G part alone).
     Images are processed in tiles of ``tile_rows`` output rows packed into the thread's row of
     col_workspace (>= num_threads, >= K·tile_rows·Wo); gt_workspace (>= num_threads,
     >= Cout·tile_rows·Wo) holds the transposed grad_output tile; pad_workspace (>= num_threads,
@@ -230,22 +234,22 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                     _pack_tile(src, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, Pt)
                     if floating is float:
                         if filter_sign:
-                            filter_grad_sign_tile_f32(col, &weight[0, 0], gt, P, Cout, K, Pt,
+                            filter_grad_sign_tile_f32(col, &weight_t[0, 0], gt, P, Cout, K, Pt,
                                                       &partial_grad_weight[s, 0, 0])
                         else:
                             filter_grad_full_tile_t_f32(col, gt, P, Cout, K, Pt,
                                                         &partial_grad_weight[s, 0, 0],
                                                         &partial_grad_sum[s, 0], gT)
-                        input_grad_tile_f32(col, &weight[0, 0], gt, P, Cout, K, Pt, input_mode)
+                        input_grad_tile_f32(col, &weight_t[0, 0], gt, P, Cout, K, Pt, input_mode)
                     else:
                         if filter_sign:
-                            filter_grad_sign_tile_f64(col, &weight[0, 0], gt, P, Cout, K, Pt,
+                            filter_grad_sign_tile_f64(col, &weight_t[0, 0], gt, P, Cout, K, Pt,
                                                       &partial_grad_weight[s, 0, 0])
                         else:
                             filter_grad_full_tile_t_f64(col, gt, P, Cout, K, Pt,
                                                         &partial_grad_weight[s, 0, 0],
                                                         &partial_grad_sum[s, 0], gT)
-                        input_grad_tile_f64(col, &weight[0, 0], gt, P, Cout, K, Pt, input_mode)
+                        input_grad_tile_f64(col, &weight_t[0, 0], gt, P, Cout, K, Pt, input_mode)
                     _unpack_add(col, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, Pt, gx)
                     h_lo = h_hi
 

@@ -190,7 +190,10 @@ static void FN(unpack_patches_add)(const T *dcol, int C, int H, int W, int kh, i
 
 /* ---------------------------------------------------------------------------------------
  * Forward of one image: y[t, p] = -Σ_k dist(col[k, p] - w[t, k]), k ascending, one
- * accumulator per output starting at 0 (the canonical order, bit-exact with the reference).
+ * accumulator per output starting at 0 (the canonical order, bit-exact with the reference);
+ * for the convolution (FWD_DOT) y[t, p] = Σ_k col[k, p]·w[t, k] with the same blocking, one
+ * fused multiply-add per tap (not bit-exact with a BLAS GEMM, but the same for any thread
+ * count).
  * Register block: FWD_TB filters × FWD_PV vectors of contiguous positions; the tap loop k is
  * innermost and sequential, lanes are different outputs.
  * col: (K, P) tile (row stride P); w: (Cout, K); y: (Cout, ldy) (first P columns written).
@@ -202,19 +205,33 @@ static void FN(unpack_patches_add)(const T *dcol, int C, int H, int W, int kh, i
 #define FWD_PV 2
 #endif
 
-static inline __attribute__((always_inline)) VT FN(dist)(VT d, int l2)
+#define FWD_L1 0  /* acc += |c - w|, output -acc (adder, spec §1) */
+#define FWD_L2 1  /* acc += (c - w)², output -acc (ℓ2 adder) */
+#define FWD_DOT 2 /* acc = c·w + acc (one rounding), output acc (convolution) */
+
+/* one tap of the forward: acc + dist(c - w), or c·w + acc for the convolution */
+static inline __attribute__((always_inline)) VT FN(fwd_term)(VT c, VT wv, VT acc, VT one, int mode)
 {
-    return l2 ? VOP(mul)(d, d) : VOP(abs)(d);
+    if (mode == FWD_DOT) return VOP(fma)(c, wv, acc);
+    VT d = VOP(diff)(c, wv, one);
+    return VOP(add)(acc, mode == FWD_L2 ? VOP(mul)(d, d) : VOP(abs)(d));
 }
 
-static inline __attribute__((always_inline)) T FN(dist_scalar)(T d, int l2)
+static inline __attribute__((always_inline)) T FN(fwd_term_scalar)(T c, T w, T acc, int mode)
 {
-    return l2 ? d * d : (d < 0 ? -d : (d == 0 ? (T)0 : d));
+    if (mode == FWD_DOT) return acc + c * w; /* leftover positions only */
+    T d = c - w;
+    return acc + (mode == FWD_L2 ? d * d : (d < 0 ? -d : (d == 0 ? (T)0 : d)));
+}
+
+static inline __attribute__((always_inline)) VT FN(fwd_result)(VT acc, int mode)
+{
+    return mode == FWD_DOT ? acc : VOP(neg)(acc);
 }
 
 static inline __attribute__((always_inline)) void FN(forward_body)(const T *col, const T *w,
                                                                    int Cout, int K, long P,
-                                                                   T *y, long ldy, int l2)
+                                                                   T *y, long ldy, int mode)
 {
     const long PB = (long)FWD_PV * VLANES;
     const VT one = VOP(set1)((T)1);
@@ -233,12 +250,12 @@ static inline __attribute__((always_inline)) void FN(forward_body)(const T *col,
                 for (int a = 0; a < FWD_TB; a++) {
                     VT wv = VOP(set1)(wt[(long)a * K + k]);
                     for (int b = 0; b < FWD_PV; b++)
-                        acc[a][b] = VOP(add)(acc[a][b], FN(dist)(VOP(diff)(c[b], wv, one), l2));
+                        acc[a][b] = FN(fwd_term)(c[b], wv, acc[a][b], one, mode);
                 }
             }
             for (int a = 0; a < FWD_TB; a++)
                 for (int b = 0; b < FWD_PV; b++)
-                    VOP(store)(y + (long)(t0 + a) * ldy + p0 + b * VLANES, VOP(neg)(acc[a][b]));
+                    VOP(store)(y + (long)(t0 + a) * ldy + p0 + b * VLANES, FN(fwd_result)(acc[a][b], mode));
         }
         for (; t0 < Cout; t0++) { /* leftover filters, one at a time */
             VT acc[FWD_PV];
@@ -248,11 +265,10 @@ static inline __attribute__((always_inline)) void FN(forward_body)(const T *col,
             for (int k = 0; k < K; k++, cp += P) {
                 VT wv = VOP(set1)(wt[k]);
                 for (int b = 0; b < FWD_PV; b++)
-                    acc[b] = VOP(add)(acc[b],
-                                      FN(dist)(VOP(diff)(VOP(load)(cp + b * VLANES), wv, one), l2));
+                    acc[b] = FN(fwd_term)(VOP(load)(cp + b * VLANES), wv, acc[b], one, mode);
             }
             for (int b = 0; b < FWD_PV; b++)
-                VOP(store)(y + (long)t0 * ldy + p0 + b * VLANES, VOP(neg)(acc[b]));
+                VOP(store)(y + (long)t0 * ldy + p0 + b * VLANES, FN(fwd_result)(acc[b], mode));
         }
     }
     /* leftover positions: one vector at a time, then scalar; same chain of roundings */
@@ -262,30 +278,27 @@ static inline __attribute__((always_inline)) void FN(forward_body)(const T *col,
             const T *cp = col + p0;
             VT acc = VOP(zero)();
             for (int k = 0; k < K; k++, cp += P)
-                acc = VOP(add)(acc, FN(dist)(VOP(diff)(VOP(load)(cp), VOP(set1)(wt[k]), one), l2));
-            VOP(store)(y + (long)t * ldy + p0, VOP(neg)(acc));
+                acc = FN(fwd_term)(VOP(load)(cp), VOP(set1)(wt[k]), acc, one, mode);
+            VOP(store)(y + (long)t * ldy + p0, FN(fwd_result)(acc, mode));
         }
     }
     for (int t = 0; t < Cout; t++) {
         const T *wt = w + (long)t * K;
         for (long p = p0; p < P; p++) {
             T acc = (T)0;
-            for (int k = 0; k < K; k++) acc = acc + FN(dist_scalar)(col[(long)k * P + p] - wt[k], l2);
-            y[(long)t * ldy + p] = -acc;
+            for (int k = 0; k < K; k++) acc = FN(fwd_term_scalar)(col[(long)k * P + p], wt[k], acc, mode);
+            y[(long)t * ldy + p] = mode == FWD_DOT ? acc : -acc;
         }
     }
 }
 
-static void FN(l1_forward_tile)(const T *col, const T *w, int Cout, int K, long P, T *y,
-                                 long ldy)
+/* mode: FWD_L1, FWD_L2 or FWD_DOT (each a separately specialised copy of forward_body) */
+static void FN(forward_tile)(const T *col, const T *w, int Cout, int K, long P, T *y,
+                             long ldy, int mode)
 {
-    FN(forward_body)(col, w, Cout, K, P, y, ldy, 0);
-}
-
-static void FN(l2_forward_tile)(const T *col, const T *w, int Cout, int K, long P, T *y,
-                                 long ldy)
-{
-    FN(forward_body)(col, w, Cout, K, P, y, ldy, 1);
+    if (mode == FWD_L1) FN(forward_body)(col, w, Cout, K, P, y, ldy, FWD_L1);
+    else if (mode == FWD_L2) FN(forward_body)(col, w, Cout, K, P, y, ldy, FWD_L2);
+    else FN(forward_body)(col, w, Cout, K, P, y, ldy, FWD_DOT);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -444,10 +457,11 @@ static void FN(filter_grad_full_tile_t)(const T *col, const T *g, long ldg, int 
 }
 
 /* ---------------------------------------------------------------------------------------
- * Filter gradient "sign" of one image: gw[t, k] += Σ_p sgn(col[k, p] - w[t, k]) · g[t, p].
+ * Filter gradient "sign" of one image: gw[t, k] += Σ_p sgn(col[k, p] - w[t, k]) · g[t, p],
+ * with the filters given transposed, wT (K, Cout) (as for the input gradient).
  * Block 2 filters × 2 taps (the filter values stay in registers).
  * ------------------------------------------------------------------------------------- */
-static void FN(filter_grad_sign_tile)(const T *col, const T *w, const T *g, long ldg, int Cout,
+static void FN(filter_grad_sign_tile)(const T *col, const T *wT, const T *g, long ldg, int Cout,
                                       int K, long P, T *gw)
 {
     const long PV = P - P % VLANES;
@@ -457,7 +471,7 @@ static void FN(filter_grad_sign_tile)(const T *col, const T *w, const T *g, long
         int k = 0;
         for (; k + 2 <= K; k += 2) {
             const T *c0 = col + (long)k * P, *c1 = c0 + P;
-            const T w0 = w[(long)t * K + k], w1 = w[(long)t * K + k + 1];
+            const T w0 = wT[(long)k * Cout + t], w1 = wT[(long)(k + 1) * Cout + t];
             VT wv0 = VOP(set1)(w0), wv1 = VOP(set1)(w1);
             VT s0a = VOP(zero)(), s0b = VOP(zero)(), s1a = VOP(zero)(), s1b = VOP(zero)();
             long p = 0;
@@ -484,7 +498,7 @@ static void FN(filter_grad_sign_tile)(const T *col, const T *w, const T *g, long
         }
         for (; k < K; k++) {
             const T *c0 = col + (long)k * P;
-            const T w0 = w[(long)t * K + k];
+            const T w0 = wT[(long)k * Cout + t];
             VT wv0 = VOP(set1)(w0), s = VOP(zero)();
             long p = 0;
             for (; p < PV; p += VLANES)
@@ -502,13 +516,17 @@ static void FN(filter_grad_sign_tile)(const T *col, const T *w, const T *g, long
 /* ---------------------------------------------------------------------------------------
  * Input gradient in patch space of one image, computed IN PLACE over the packed patches:
  *     col[k, p] <- Σ_t factor(w[t, k] - col[k, p]) · g[t, p]     (t ascending)
- * factor: IG_HARDTANH clip(·, -1, 1); IG_SIGN sgn(·); IG_L2 2·(·)  (the argument is -D).
+ * with the filters given transposed, wT (K, Cout), so that the filter values a block needs
+ * for successive t are contiguous (w itself would stream one cache line per filter).
+ * factor: IG_HARDTANH clip(·, -1, 1); IG_SIGN sgn(·); IG_L2 2·(·)  (the argument is -D);
+ * IG_CONV: the convolution's col[k, p] <- Σ_t w[t, k]·g[t, p] (the patches are not read).
  * Block IG_KB taps × IG_PV vectors of positions; a block reads only its own patch entries,
  * so it can overwrite them.  Then unpack_patches_add gathers col into the input gradient.
  * ------------------------------------------------------------------------------------- */
 #define IG_HARDTANH 0
 #define IG_SIGN 1
 #define IG_L2 2
+#define IG_CONV 3
 #ifndef IG_KB
 #define IG_KB 4
 #endif
@@ -535,7 +553,7 @@ static inline __attribute__((always_inline)) T FN(ig_term_scalar)(T nd, T gv, T 
     return acc + nd * gv;
 }
 
-static inline __attribute__((always_inline)) void FN(input_grad_body)(T *col, const T *w,
+static inline __attribute__((always_inline)) void FN(input_grad_body)(T *col, const T *wT,
                                                                       const T *g, long ldg,
                                                                       int Cout, int K, long P,
                                                                       int mode)
@@ -553,10 +571,13 @@ static inline __attribute__((always_inline)) void FN(input_grad_body)(T *col, co
             for (int t = 0; t < Cout; t++) {
                 VT gv[IG_PV];
                 for (int b = 0; b < IG_PV; b++) gv[b] = VOP(load)(g + (long)t * ldg + p0 + b * VLANES);
-                const T *wt = w + (long)t * K + k0;
                 for (int a = 0; a < IG_KB; a++) {
-                    VT wv = VOP(set1)(wt[a]);
+                    VT wv = VOP(set1)(wT[(long)(k0 + a) * Cout + t]);
                     for (int b = 0; b < IG_PV; b++) {
+                        if (mode == IG_CONV) {
+                            acc[a][b] = VOP(fma)(wv, gv[b], acc[a][b]);
+                            continue;
+                        }
                         VT nd = VOP(diff)(wv, VOP(load)(cp + (long)a * P + b * VLANES), one);
                         acc[a][b] = FN(ig_term)(nd, gv[b], acc[a][b], mode, lo, hi);
                     }
@@ -574,9 +595,13 @@ static inline __attribute__((always_inline)) void FN(input_grad_body)(T *col, co
             for (int b = 0; b < IG_PV; b++) acc[b] = VOP(zero)();
             T *cp = col + (long)k0 * P + p0;
             for (int t = 0; t < Cout; t++) {
-                VT wv = VOP(set1)(w[(long)t * K + k0]);
+                VT wv = VOP(set1)(wT[(long)k0 * Cout + t]);
                 for (int b = 0; b < IG_PV; b++) {
                     VT gv = VOP(load)(g + (long)t * ldg + p0 + b * VLANES);
+                    if (mode == IG_CONV) {
+                        acc[b] = VOP(fma)(wv, gv, acc[b]);
+                        continue;
+                    }
                     VT nd = VOP(diff)(wv, VOP(load)(cp + b * VLANES), one);
                     acc[b] = FN(ig_term)(nd, gv, acc[b], mode, lo, hi);
                 }
@@ -594,8 +619,9 @@ static inline __attribute__((always_inline)) void FN(input_grad_body)(T *col, co
             T *cp = col + (long)k * P + p0;
             VT c = VOP(load)(cp);
             for (int t = 0; t < Cout; t++) {
-                VT nd = VOP(diff)(VOP(set1)(w[(long)t * K + k]), c, one);
-                acc = FN(ig_term)(nd, VOP(load)(g + (long)t * ldg + p0), acc, mode, lo, hi);
+                VT wv = VOP(set1)(wT[(long)k * Cout + t]), gv = VOP(load)(g + (long)t * ldg + p0);
+                if (mode == IG_CONV) acc = VOP(fma)(wv, gv, acc);
+                else acc = FN(ig_term)(VOP(diff)(wv, c, one), gv, acc, mode, lo, hi);
             }
             if (mode == IG_L2) acc = VOP(add)(acc, acc);
             VOP(store)(cp, acc);
@@ -605,19 +631,22 @@ static inline __attribute__((always_inline)) void FN(input_grad_body)(T *col, co
         for (int k = 0; k < K; k++) {
             T acc = (T)0, c = col[(long)k * P + p];
             for (int t = 0; t < Cout; t++)
-                acc = FN(ig_term_scalar)(w[(long)t * K + k] - c, g[(long)t * ldg + p], acc, mode);
+                acc = mode == IG_CONV ? acc + wT[(long)k * Cout + t] * g[(long)t * ldg + p]
+                                      : FN(ig_term_scalar)(wT[(long)k * Cout + t] - c,
+                                                           g[(long)t * ldg + p], acc, mode);
             if (mode == IG_L2) acc = acc + acc;
             col[(long)k * P + p] = acc;
         }
     }
 }
 
-static void FN(input_grad_tile)(T *col, const T *w, const T *g, long ldg, int Cout, int K,
+static void FN(input_grad_tile)(T *col, const T *wT, const T *g, long ldg, int Cout, int K,
                                 long P, int mode)
 {
-    if (mode == IG_HARDTANH) FN(input_grad_body)(col, w, g, ldg, Cout, K, P, IG_HARDTANH);
-    else if (mode == IG_SIGN) FN(input_grad_body)(col, w, g, ldg, Cout, K, P, IG_SIGN);
-    else FN(input_grad_body)(col, w, g, ldg, Cout, K, P, IG_L2);
+    if (mode == IG_HARDTANH) FN(input_grad_body)(col, wT, g, ldg, Cout, K, P, IG_HARDTANH);
+    else if (mode == IG_SIGN) FN(input_grad_body)(col, wT, g, ldg, Cout, K, P, IG_SIGN);
+    else if (mode == IG_L2) FN(input_grad_body)(col, wT, g, ldg, Cout, K, P, IG_L2);
+    else FN(input_grad_body)(col, wT, g, ldg, Cout, K, P, IG_CONV);
 }
 
 #undef CAT_

@@ -108,16 +108,24 @@ def adder2d_forward(x, weight, stride, padding, norm):
     y = np.empty((n, cout, ho, wo), dtype=x.dtype)
     if y.size == 0:
         return y
+    mode = _adder.FORWARD_L2 if norm == "l2" else _adder.FORWARD_L1
+    _tiled_forward(x, weight, y, stride, padding, mode)
+    return y
+
+
+def _tiled_forward(x, weight, y, stride, padding, mode):
+    """Run the tiled forward driver into ``y`` with the cached per-thread workspaces."""
+    n, cin, h, w = x.shape
+    cout, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    ho, wo = y.shape[2:]
     threads = max(1, min(get_num_threads(), n))
     k = cin * kh * kw
     rows = _tile_rows(k, ho, wo, x.itemsize, "forward")
     col = _workspace("col", x.dtype, (threads, k * rows * wo))
     xpad = _workspace("padded_image", x.dtype, (threads, cin * (h + 2 * ph) * (w + 2 * pw) + _PAD_SLACK))
-    _adder.adder_forward(
-        x, weight.reshape(cout, -1), y, kh, kw, sh, sw, ph, pw, norm == "l2", rows, col, xpad,
-        threads,
-    )
-    return y
+    _adder.adder_forward(x, weight.reshape(cout, -1), y, kh, kw, sh, sw, ph, pw, mode, rows,
+                         col, xpad, threads)
 
 
 def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad, input_grad):
@@ -131,15 +139,8 @@ def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad,
     partials (slots × Cout × K, slots = min(N, 16)).  The patches are packed once per image
     and shared by both gradients.
     """
-    n, cin, h, w = x.shape
-    cout, _, kh, kw = weight.shape
-    (sh, sw), (ph, pw) = stride, padding
-    ho, wo = grad_output.shape[2:]
-    k = cin * kh * kw
-    dtype = x.dtype
-    grad_input = np.empty_like(x)
-    if n == 0:
-        return grad_input, np.zeros_like(weight)
+    if x.shape[0] == 0:
+        return np.empty_like(x), np.zeros_like(weight)
     if input_grad == "hardtanh":
         mode = _adder.INPUT_GRAD_HARDTANH
     elif norm == "l2" and input_grad == "exact":
@@ -147,6 +148,26 @@ def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad,
     else:
         mode = _adder.INPUT_GRAD_SIGN
     filter_sign = filter_grad == "sign"
+    grad_input, grad_weight, grad_sum = _tiled_backward(x, weight, grad_output, stride,
+                                                        padding, filter_sign, mode)
+    if not filter_sign:
+        grad_weight -= weight.reshape(grad_weight.shape) * grad_sum[:, None]
+        if norm == "l2":
+            grad_weight *= 2
+    return grad_input, grad_weight.reshape(weight.shape)
+
+
+def _tiled_backward(x, weight, grad_output, stride, padding, filter_sign, input_mode):
+    """Run the tiled backward driver -> (grad_input, Σ_slots partial (Cout, K), Σ G (Cout,)).
+
+    Uses the cached per-thread workspaces and per-slot partial sums; N must be > 0."""
+    n, cin, h, w = x.shape
+    cout, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    ho, wo = grad_output.shape[2:]
+    k = cin * kh * kw
+    dtype = x.dtype
+    grad_input = np.empty_like(x)
     slots = min(n, MAX_BACKWARD_SLOTS)
     threads = max(1, min(get_num_threads(), slots))
     rows = _tile_rows(k, ho, wo, x.itemsize, "backward")
@@ -157,15 +178,10 @@ def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad,
     partial_sum = _workspace("partial_grad_sum", dtype, (slots, cout), zero=True)
     w2 = weight.reshape(cout, k)
     _adder.adder_backward(
-        x, w2, grad_output, grad_input, kh, kw, sh, sw, ph, pw, filter_sign, mode,
-        rows, col, g_t, xpad, partial, partial_sum, threads,
+        x, np.ascontiguousarray(w2.T), grad_output, grad_input, kh, kw, sh, sw, ph, pw,
+        filter_sign, input_mode, rows, col, g_t, xpad, partial, partial_sum, threads,
     )
-    grad_weight = _sum_slots(partial)
-    if not filter_sign:
-        grad_weight -= w2 * _sum_slots(partial_sum)[:, None]
-        if norm == "l2":
-            grad_weight *= 2
-    return grad_input, grad_weight.reshape(weight.shape)
+    return grad_input, _sum_slots(partial), _sum_slots(partial_sum)
 
 
 def _sum_slots(partial):
@@ -218,35 +234,33 @@ def col2im(cols, x_shape, kernel, stride, padding):
 
 
 def conv2d_forward(x, weight, stride, padding):
-    """Convolution (no bias): compiled im2col of the whole batch + one BLAS GEMM.
-
-    The patch matrix (K, N·Ho·Wo) is a cached workspace; allocates the GEMM result and y."""
-    n = x.shape[0]
+    """Convolution (no bias) through the tiled adder drivers with a fused multiply-add per
+    tap (``FORWARD_CONV``): per-thread packed tiles, no batch-sized patch matrix, no BLAS.
+    Allocates y only; deterministic for any thread count (within rounding of a GEMM)."""
+    n, cin, h, w = x.shape
     cout, _, kh, kw = weight.shape
-    cols, ho, wo = _im2col_2d(x, (kh, kw), stride, padding, workspace="conv_cols")
-    y = weight.reshape(cout, -1) @ cols  # (Cout, N·P)
-    return np.ascontiguousarray(y.reshape(cout, n, ho * wo).transpose(1, 0, 2)).reshape(
-        n, cout, ho, wo)
+    (sh, sw), (ph, pw) = stride, padding
+    ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+    y = np.empty((n, cout, ho, wo), dtype=x.dtype)
+    if y.size == 0:
+        return y
+    if cin * kh * kw == 0:
+        y.fill(0)
+        return y
+    _tiled_forward(x, weight, y, stride, padding, _adder.FORWARD_CONV)
+    return y
 
 
 def conv2d_backward(x, weight, grad_output, stride, padding):
-    """Convolution backward -> (grad_input, grad_weight): compiled im2col/col2im around two
-    BLAS GEMMs on the (K, N·Ho·Wo) patch matrix."""
-    n = x.shape[0]
-    cout, _, kh, kw = weight.shape
-    if n == 0:
+    """Convolution backward -> (grad_input, grad_weight) through the tiled backward driver
+    (``INPUT_GRAD_CONV``): per image, the patches packed once feed ``Σ_p col·G`` (filter
+    gradient, per-slot partials summed in slot order) and ``Σ_t W·G`` (patch-space input
+    gradient, then col2im)."""
+    if x.shape[0] == 0:
         return np.zeros_like(x), np.zeros_like(weight)
-    cols, ho, wo = _im2col_2d(x, (kh, kw), stride, padding, workspace="conv_cols")  # (K, N·P)
-    g2d = np.ascontiguousarray(
-        grad_output.reshape(n, cout, ho * wo).transpose(1, 0, 2)).reshape(cout, -1)
-    # (Cout, K) computed as (cols @ g2d.T).T: OpenBLAS 0.3.x with 2 threads takes ~600x longer
-    # on `g2d @ cols.T` (a reduction over N·P ~ 262k with tiny Cout, K) than on this form.
-    grad_weight = (cols @ g2d.T).T
-    w2 = weight.reshape(cout, -1)
-    grad_cols = _workspace("conv_grad_cols", x.dtype, cols.shape)
-    np.matmul(w2.T, g2d, out=grad_cols)  # (K, N·P)
-    grad_input = _col2im_2d(grad_cols, x.shape, (kh, kw), stride, padding)
-    return grad_input, grad_weight.reshape(weight.shape).astype(weight.dtype, copy=False)
+    grad_input, grad_weight, _ = _tiled_backward(x, weight, grad_output, stride, padding,
+                                                 False, _adder.INPUT_GRAD_CONV)
+    return grad_input, grad_weight.reshape(weight.shape)
 
 
 # --------------------------------------------------------------------------------------------
