@@ -12,6 +12,7 @@ __all__ = [
     "adder2d",
     "conv2d",
     "batch_norm2d",
+    "batch_norm2d_relu",
     "relu",
     "avg_pool2d",
     "linear",
@@ -85,6 +86,38 @@ def batch_norm2d(x, weight, bias, running_mean=None, running_var=None, training=
         bias._accumulate(grad_bias)
 
     return Tensor._from_op(y, (x, weight, bias), backward, "batch_norm2d")
+
+
+def batch_norm2d_relu(x, weight, bias, running_mean=None, running_var=None, training=True,
+                      momentum=0.1, eps=1e-5, residual=None):
+    """Fused BatchNorm2d → (+ residual) → ReLU: ``relu(batch_norm2d(x, ...) + residual)``.
+
+    Same values and gradients as the composition, but one graph node instead of two or three:
+    the backward keeps only x, the output, the parameters and the (C,) statistics (the ReLU
+    mask is ``output > 0``), so no pre-ReLU activation stays alive until backward.
+    ``residual`` (a Tensor or array of x's shape, e.g. a ResNet shortcut) gets its gradient.
+    """
+    x, weight, bias = _tensor(x), _tensor(weight), _tensor(bias)
+    residual = None if residual is None else _tensor(residual)
+    y, mean, invstd = ops.batch_norm2d_relu_forward(
+        x.data, weight.data, bias.data, running_mean, running_var, training, momentum, eps,
+        None if residual is None else residual.data,
+    )
+    has_residual = residual is not None
+
+    def backward(g):
+        # y is the output's own array (not the output Tensor: no reference cycle)
+        grad_input, grad_weight, grad_bias, grad_residual = ops.batch_norm2d_relu_backward(
+            x.data, weight.data, y, g, mean, invstd, training, has_residual
+        )
+        x._accumulate(grad_input)
+        weight._accumulate(grad_weight)
+        bias._accumulate(grad_bias)
+        if has_residual:
+            residual._accumulate(grad_residual)
+
+    parents = (x, weight, bias) if residual is None else (x, weight, bias, residual)
+    return Tensor._from_op(y, parents, backward, "batch_norm2d_relu")
 
 
 def relu(x):

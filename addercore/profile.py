@@ -157,7 +157,7 @@ def count_ops(model, input_shape):
     dtype = model.dtype
 
     def make_stub(name, module, shape_fn):
-        def stub(x):
+        def stub(x, *args, **kwargs):  # e.g. BatchNorm2d(x, residual=..., relu=True)
             in_shape = tuple(x.data.shape)
             out_shape = tuple(int(d) for d in shape_fn(in_shape))
             ops = _layer_ops(name, module, in_shape, out_shape)

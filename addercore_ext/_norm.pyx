@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""BatchNorm2d and ReLU-backward kernels (float32/float64 via fused types).
+"""BatchNorm2d (optionally fused with "+ residual" and ReLU) and ReLU-backward kernels
+(float32/float64 via fused types).
 
 Design
 ------
@@ -11,8 +12,20 @@ fixed order, accumulated in double. So results do not depend on the thread count
 float32 statistics are more accurate than float32 pairwise sums (adder outputs are ~1e2-1e3
 with small spread: the two-pass variance below avoids cancellation).
 
-Passes over memory: forward (train) 3 reads + 1 write, backward (train) 2 reads of x and g + 1
-write. No temporaries besides the (C,) statistics.
+Fusion (BatchNorm → ReLU, BatchNorm → + residual → ReLU): the forward optionally adds a
+``residual`` (same shape as x) and applies ReLU in the pass that writes y; the backward
+optionally takes the op's ``output`` and masks ``grad_output`` by ``output > 0`` while it reads
+it (the pre-ReLU tensor is never needed, so autograd keeps only the input and the output), and
+writes the masked gradient as the residual's gradient when asked. The arithmetic is that of the
+unfused chain, element by element: ``y = max(<floating>(bn(x)) + residual, 0)`` (the add in
+the arrays' dtype, as numpy adds), and the sums see the masked gradient (0 where masked) in the
+same order. So a fused op gives bit for bit (up to the sign of zeros) what this BatchNorm,
+numpy's add and maximum, and the ReLU backward below give one after the other, for any thread
+count.
+
+Passes over memory: forward (train) 3 reads + 1 write (+1 read of the residual), backward
+(train) 2 reads of x and g + 1 write (+1 more read of the output each time it reads g, +1 write
+of the residual's gradient). No temporaries besides the (C,) statistics; no GIL.
 """
 from cython.parallel cimport prange
 from libc.math cimport sqrt
@@ -25,14 +38,23 @@ ctypedef fused floating:
 def batch_norm_forward(const floating[:, :, ::1] x, const floating[::1] weight,
                        const floating[::1] bias, floating[:, :, ::1] y,
                        double[::1] mean, double[::1] var, double[::1] invstd,
-                       bint training, double eps, int num_threads):
+                       bint training, double eps, int num_threads,
+                       const floating[:, :, ::1] residual=None, bint relu=False):
     """x, y: (N, C, H·W); weight, bias: (C,). training: computes ``mean``/``var`` (biased) of
     each channel and writes them; else reads ``mean`` and ``var`` (running estimates).
-    Writes ``invstd = 1/sqrt(var + eps)`` and ``y = (x - mean)·invstd·weight + bias``."""
+    Writes ``invstd = 1/sqrt(var + eps)`` and ``y = (x - mean)·invstd·weight + bias``.
+
+    ``residual`` (N, C, H·W) or None: added to y (in the arrays' dtype); ``relu``: then
+    ``y = max(y, 0)`` (NaN propagates, as numpy's maximum)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2]
     cdef Py_ssize_t c, n, i
     cdef double s, d, m, scale, shift
+    cdef floating v
     cdef double count = <double>(N * HW)
+    cdef bint has_residual = residual is not None
+    if has_residual and (residual.shape[0] != N or residual.shape[1] != C
+                         or residual.shape[2] != HW):
+        raise ValueError("residual must have the shape of x")
     for c in prange(C, schedule="static", nogil=True, num_threads=num_threads):
         if training:
             s = 0.0
@@ -50,32 +72,64 @@ def batch_norm_forward(const floating[:, :, ::1] x, const floating[::1] weight,
         invstd[c] = 1.0 / sqrt(var[c] + eps)
         scale = invstd[c] * weight[c]
         shift = bias[c] - mean[c] * scale
-        for n in range(N):
-            for i in range(HW):
-                y[n, c, i] = <floating>(x[n, c, i] * scale + shift)
+        if has_residual:
+            for n in range(N):
+                for i in range(HW):
+                    v = <floating>(x[n, c, i] * scale + shift) + residual[n, c, i]
+                    y[n, c, i] = 0 if (relu and v < 0) else v
+        elif relu:
+            for n in range(N):
+                for i in range(HW):
+                    v = <floating>(x[n, c, i] * scale + shift)
+                    y[n, c, i] = 0 if v < 0 else v
+        else:
+            for n in range(N):
+                for i in range(HW):
+                    y[n, c, i] = <floating>(x[n, c, i] * scale + shift)
 
 
 def batch_norm_backward(const floating[:, :, ::1] x, const floating[::1] weight,
                         const floating[:, :, ::1] grad_output, const double[::1] mean,
                         const double[::1] invstd, floating[:, :, ::1] grad_input,
                         double[::1] grad_weight, double[::1] grad_bias, bint training,
-                        int num_threads):
+                        int num_threads, const floating[:, :, ::1] output=None,
+                        floating[:, :, ::1] grad_residual=None):
     """x, grad_output, grad_input: (N, C, H·W). Writes grad_input and the per-channel
-    ``grad_weight = Σ g·xhat`` and ``grad_bias = Σ g`` (C,)."""
+    ``grad_weight = Σ g·xhat`` and ``grad_bias = Σ g`` (C,).
+
+    ``output`` (N, C, H·W) or None: the output of a fused BatchNorm(+ residual)→ReLU; then
+    ``g = grad_output·[output > 0]`` replaces grad_output throughout. ``grad_residual`` (N, C,
+    H·W) or None: receives that masked g (the gradient of the residual; needs ``output``)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2]
     cdef Py_ssize_t c, n, i
     cdef double sg, sgx, g, xhat, m, istd, scale, mean_g, mean_gx
     cdef double count = <double>(N * HW)
+    cdef bint masked = output is not None
+    cdef bint has_grad_residual = grad_residual is not None
+    if masked and (output.shape[0] != N or output.shape[1] != C or output.shape[2] != HW):
+        raise ValueError("output must have the shape of x")
+    if has_grad_residual and (not masked or grad_residual.shape[0] != N
+                              or grad_residual.shape[1] != C or grad_residual.shape[2] != HW):
+        raise ValueError("grad_residual needs output and must have the shape of x")
     for c in prange(C, schedule="static", nogil=True, num_threads=num_threads):
         m = mean[c]
         istd = invstd[c]
         sg = 0.0
         sgx = 0.0
-        for n in range(N):
-            for i in range(HW):
-                g = grad_output[n, c, i]
-                sg = sg + g
-                sgx = sgx + g * (x[n, c, i] - m)
+        if masked:
+            for n in range(N):
+                for i in range(HW):
+                    g = grad_output[n, c, i] if output[n, c, i] > 0 else 0.0
+                    if has_grad_residual:
+                        grad_residual[n, c, i] = <floating>g
+                    sg = sg + g
+                    sgx = sgx + g * (x[n, c, i] - m)
+        else:
+            for n in range(N):
+                for i in range(HW):
+                    g = grad_output[n, c, i]
+                    sg = sg + g
+                    sgx = sgx + g * (x[n, c, i] - m)
         sgx = sgx * istd
         grad_bias[c] = sg
         grad_weight[c] = sgx
@@ -83,11 +137,23 @@ def batch_norm_backward(const floating[:, :, ::1] x, const floating[::1] weight,
         if training:
             mean_g = sg / count
             mean_gx = sgx / count
+            if masked:
+                for n in range(N):
+                    for i in range(HW):
+                        xhat = (x[n, c, i] - m) * istd
+                        g = grad_output[n, c, i] if output[n, c, i] > 0 else 0.0
+                        grad_input[n, c, i] = <floating>(scale * (g - mean_g - xhat * mean_gx))
+            else:
+                for n in range(N):
+                    for i in range(HW):
+                        xhat = (x[n, c, i] - m) * istd
+                        grad_input[n, c, i] = <floating>(
+                            scale * (grad_output[n, c, i] - mean_g - xhat * mean_gx))
+        elif masked:
             for n in range(N):
                 for i in range(HW):
-                    xhat = (x[n, c, i] - m) * istd
-                    grad_input[n, c, i] = <floating>(
-                        scale * (grad_output[n, c, i] - mean_g - xhat * mean_gx))
+                    g = grad_output[n, c, i] if output[n, c, i] > 0 else 0.0
+                    grad_input[n, c, i] = <floating>(scale * g)
         else:
             for n in range(N):
                 for i in range(HW):

@@ -37,10 +37,11 @@ class LeNet5BN(nn.Module):
 
     def forward(self, x):
         """x: (N, 1, 28, 28) -> logits (N, num_classes)."""
-        x = self.pool(self.relu(self.bn1(self.conv1(x))))
-        x = self.pool(self.relu(self.bn2(self.conv2(x))))
-        x = self.relu(self.bn3(self.fc1(x)))
-        x = self.relu(self.bn4(self.fc2(x)))
+        # BatchNorm → ReLU pairs run fused (one graph node; no pre-ReLU activation kept)
+        x = self.pool(self.bn1(self.conv1(x), relu=True))
+        x = self.pool(self.bn2(self.conv2(x), relu=True))
+        x = self.bn3(self.fc1(x), relu=True)
+        x = self.bn4(self.fc2(x), relu=True)
         return self.flatten(self.bn5(self.fc3(x)))
 
 

@@ -11,7 +11,6 @@ Input: (N, 3, 32, 32) float32/float64; output: logits (N, num_classes).
 """
 import numpy as np
 
-from .. import functional as F
 from .. import nn
 from ._common import body_conv, check_common
 
@@ -22,7 +21,9 @@ class BasicBlock(nn.Module):
     """conv1 (3×3, stride) → bn1 → ReLU → conv2 (3×3) → bn2 → + shortcut → ReLU.
 
     The shortcut is ``downsample`` = Sequential(1×1 adder/conv with stride, BatchNorm) when the
-    shape changes, the identity otherwise.
+    shape changes, the identity otherwise. "bn → ReLU" and "bn → + shortcut → ReLU" run as
+    fused ops (``BatchNorm2d(..., relu=True)``); ``relu`` is kept as a (stateless) child module
+    for the module tree only.
     """
 
     expansion = 1
@@ -39,10 +40,12 @@ class BasicBlock(nn.Module):
         self.stride = stride
 
     def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        # BatchNorm → ReLU and BatchNorm → + shortcut → ReLU are fused ops: the graph keeps 4
+        # activations per block (conv1 out, bn1+relu out, conv2 out, block out), not 7.
+        out = self.bn1(self.conv1(x), relu=True)
+        out = self.conv2(out)
         residual = x if self.downsample is None else self.downsample(x)
-        return self.relu(F.add(out, residual))
+        return self.bn2(out, residual=residual, relu=True)
 
 
 class ResNetCIFAR(nn.Module):
@@ -86,7 +89,7 @@ class ResNetCIFAR(nn.Module):
 
     def forward(self, x):
         """x: (N, 3, 32, 32) -> logits (N, num_classes)."""
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.bn1(self.conv1(x), relu=True)  # fused BatchNorm → ReLU
         x = self.layer3(self.layer2(self.layer1(x)))
         x = self.bn2(self.fc(self.avgpool(x)))
         return self.flatten(x)

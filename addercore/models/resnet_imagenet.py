@@ -7,7 +7,6 @@ bias) → ``bn2`` → flatten. Definitions and forward only (no ImageNet trainin
 """
 import numpy as np
 
-from .. import functional as F
 from .. import nn
 from ._common import MaxPool2d, body_conv, check_common
 from .resnet_cifar import BasicBlock
@@ -35,11 +34,12 @@ class Bottleneck(nn.Module):
         self.stride = stride
 
     def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        # fused BatchNorm → ReLU and BatchNorm → + shortcut → ReLU (see BasicBlock)
+        out = self.bn1(self.conv1(x), relu=True)
+        out = self.bn2(self.conv2(out), relu=True)
+        out = self.conv3(out)
         residual = x if self.downsample is None else self.downsample(x)
-        return self.relu(F.add(out, residual))
+        return self.bn3(out, residual=residual, relu=True)
 
 
 class ResNetImageNet(nn.Module):
@@ -79,7 +79,7 @@ class ResNetImageNet(nn.Module):
 
     def forward(self, x):
         """x: (N, 3, 224, 224) -> logits (N, num_classes)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.bn1(self.conv1(x), relu=True))  # fused BatchNorm → ReLU
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.flatten(self.bn2(self.fc(self.avgpool(x))))
 

@@ -158,9 +158,19 @@ class BatchNorm2d(Module):
     def _check_input(self, x):
         _check_input_array(self, x, 4, "(N, C, H, W)", self.num_features)
 
-    def forward(self, x):
+    def forward(self, x, residual=None, relu=False):
+        """``bn(x)``; with ``relu=True`` the fused ``max(bn(x) + residual, 0)``
+        (:func:`addercore.functional.batch_norm2d_relu`: one graph node, no pre-ReLU activation
+        kept for backward). ``residual`` (x's shape) needs ``relu=True``."""
+        if residual is not None and not relu:
+            raise ValueError("BatchNorm2d: residual is only supported with relu=True "
+                             "(add it yourself for BatchNorm → + residual without ReLU)")
         if self.training:
             self.num_batches_tracked = np.asarray(self.num_batches_tracked + 1, dtype=np.int64)
+        if relu:
+            return F.batch_norm2d_relu(x, self.weight, self.bias, self.running_mean,
+                                       self.running_var, self.training, self.momentum, self.eps,
+                                       residual)
         return F.batch_norm2d(x, self.weight, self.bias, self.running_mean, self.running_var,
                               self.training, self.momentum, self.eps)
 

@@ -27,6 +27,8 @@ __all__ = [
     "conv2d_backward",
     "batch_norm2d_forward",
     "batch_norm2d_backward",
+    "batch_norm2d_relu_forward",
+    "batch_norm2d_relu_backward",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
     "relu_forward",
@@ -157,14 +159,8 @@ def _channel_vector(a, name, channels, dtype):
     return a
 
 
-def batch_norm2d_forward(x, weight, bias, running_mean=None, running_var=None, training=True,
-                         momentum=0.1, eps=1e-5):
-    """BatchNorm2d. x: (N, C, H, W); weight, bias, running_mean, running_var: (C,).
-
-    training=True normalises with batch statistics (biased variance) and, when running
-    buffers are given, updates them **in place** (momentum, unbiased variance); training=False
-    uses the running buffers. Returns ``(y, mean, invstd)`` for :func:`batch_norm2d_backward`.
-    """
+def _batch_norm_forward_args(x, weight, bias, running_mean, running_var, training, momentum,
+                             eps):
     x = float_array(x, "x", 4, "(N, C, H, W)")
     c = x.shape[1]
     weight = _channel_vector(weight, "weight", c, x.dtype)
@@ -182,13 +178,20 @@ def batch_norm2d_forward(x, weight, bias, running_mean=None, running_var=None, t
         raise ValueError(
             f"training BatchNorm needs more than one value per channel, got x shape {x.shape}"
         )
-    return _impl("batch_norm2d_forward")(
-        x, weight, bias, running_mean, running_var, bool(training), float(momentum), float(eps)
-    )
+    return (x, weight, bias, running_mean, running_var, bool(training), float(momentum),
+            float(eps))
 
 
-def batch_norm2d_backward(x, weight, grad_output, mean, invstd, training=True):
-    """BatchNorm2d backward -> (grad_input (N, C, H, W), grad_weight (C,), grad_bias (C,))."""
+def _like_x(a, name, x):
+    """An (N, C, H, W) array argument with exactly the shape and dtype of ``x``."""
+    a = float_array(a, name, 4, "(N, C, H, W) like x")
+    expect_shape(a, name, x.shape)
+    if a.dtype != x.dtype:
+        raise TypeError(f"{name} must have dtype {x.dtype} like x, got {a.dtype}")
+    return a
+
+
+def _batch_norm_backward_args(x, weight, grad_output, mean, invstd):
     x = float_array(x, "x", 4, "(N, C, H, W)")
     g = float_array(grad_output, "grad_output", 4, "(N, C, H, W)")
     expect_shape(g, "grad_output", x.shape)
@@ -197,7 +200,61 @@ def batch_norm2d_backward(x, weight, grad_output, mean, invstd, training=True):
     weight = _channel_vector(weight, "weight", c, x.dtype)
     mean = _channel_vector(mean, "mean", c, x.dtype)
     invstd = _channel_vector(invstd, "invstd", c, x.dtype)
+    return x, weight, g, mean, invstd
+
+
+def batch_norm2d_forward(x, weight, bias, running_mean=None, running_var=None, training=True,
+                         momentum=0.1, eps=1e-5):
+    """BatchNorm2d. x: (N, C, H, W); weight, bias, running_mean, running_var: (C,).
+
+    training=True normalises with batch statistics (biased variance) and, when running
+    buffers are given, updates them **in place** (momentum, unbiased variance); training=False
+    uses the running buffers. Returns ``(y, mean, invstd)`` for :func:`batch_norm2d_backward`.
+    """
+    args = _batch_norm_forward_args(x, weight, bias, running_mean, running_var, training,
+                                    momentum, eps)
+    return _impl("batch_norm2d_forward")(*args)
+
+
+def batch_norm2d_backward(x, weight, grad_output, mean, invstd, training=True):
+    """BatchNorm2d backward -> (grad_input (N, C, H, W), grad_weight (C,), grad_bias (C,))."""
+    x, weight, g, mean, invstd = _batch_norm_backward_args(x, weight, grad_output, mean, invstd)
     return _impl("batch_norm2d_backward")(x, weight, g, mean, invstd, bool(training))
+
+
+def batch_norm2d_relu_forward(x, weight, bias, running_mean=None, running_var=None,
+                              training=True, momentum=0.1, eps=1e-5, residual=None):
+    """Fused BatchNorm2d → (+ residual) → ReLU: ``y = max(bn(x) + residual, 0)`` in one op.
+
+    Arguments as :func:`batch_norm2d_forward`, plus ``residual``: None or an (N, C, H, W)
+    array of x's shape and dtype (a ResNet block's shortcut), added before the ReLU. The
+    pre-ReLU sum is never returned: :func:`batch_norm2d_relu_backward` needs only x and the
+    output. Returns ``(y, mean, invstd)``.
+    """
+    args = _batch_norm_forward_args(x, weight, bias, running_mean, running_var, training,
+                                    momentum, eps)
+    if residual is not None:
+        residual = _like_x(residual, "residual", args[0])
+    return _impl("batch_norm2d_relu_forward")(*args, residual)
+
+
+def batch_norm2d_relu_backward(x, weight, output, grad_output, mean, invstd, training=True,
+                               residual=False):
+    """Backward of :func:`batch_norm2d_relu_forward` from its input ``x`` and its ``output``
+    (both (N, C, H, W)): ``grad_output`` is masked by ``output > 0``, then goes through the
+    BatchNorm backward. ``residual=True`` when the forward had a residual.
+
+    Returns ``(grad_input (N, C, H, W), grad_weight (C,), grad_bias (C,), grad_residual)``;
+    ``grad_residual`` (N, C, H, W) is the masked grad_output, or None when ``residual`` is
+    False.
+    """
+    x, weight, g, mean, invstd = _batch_norm_backward_args(x, weight, grad_output, mean, invstd)
+    output = _like_x(output, "output", x)
+    if not isinstance(residual, (bool, np.bool_)):
+        raise TypeError(f"residual must be a bool (whether the forward had a residual), "
+                        f"got {type(residual).__name__} {residual!r}")
+    return _impl("batch_norm2d_relu_backward")(x, weight, output, g, mean, invstd,
+                                               bool(training), bool(residual))
 
 
 def avg_pool2d_forward(x, kernel_size, stride=None):

@@ -31,6 +31,8 @@ __all__ = [
     "conv2d_backward",
     "batch_norm2d_forward",
     "batch_norm2d_backward",
+    "batch_norm2d_relu_forward",
+    "batch_norm2d_relu_backward",
     "relu_backward",
     "im2col",
     "col2im",
@@ -264,20 +266,36 @@ def conv2d_backward(x, weight, grad_output, stride, padding):
 
 
 # --------------------------------------------------------------------------------------------
-# BatchNorm2d and ReLU backward (addercore_ext/_norm.pyx: one channel per work unit)
+# BatchNorm2d (alone or fused with + residual and ReLU) and ReLU backward
+# (addercore_ext/_norm.pyx: one channel per work unit)
 # --------------------------------------------------------------------------------------------
 def batch_norm2d_forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
     """Same contract as the reference: returns ``(y, mean, invstd)`` ((N, C, H, W), (C,), (C,))
     and updates the running buffers in place when training. Statistics are summed per channel
     in double, sequentially. Allocates y and (C,) vectors."""
+    return _batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum,
+                               eps, None, False)
+
+
+def batch_norm2d_relu_forward(x, weight, bias, running_mean, running_var, training, momentum,
+                              eps, residual):
+    """Same contract as the reference: ``y = max(bn(x) + residual, 0)`` in the pass that writes
+    y (no pre-ReLU array is made); ``(y, mean, invstd)``. Allocates y and (C,) vectors."""
+    return _batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum,
+                               eps, residual, True)
+
+
+def _batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                        residual, relu):
     n, c, h, w = x.shape
     y = np.empty_like(x)
     mean = np.empty(c) if training else running_mean.astype(np.float64)
     var = np.empty(c) if training else running_var.astype(np.float64)
     invstd = np.empty(c)
     x3 = x.reshape(n, c, h * w)
+    r3 = None if residual is None else residual.reshape(n, c, h * w)
     _norm.batch_norm_forward(x3, weight, bias, y.reshape(n, c, h * w), mean, var, invstd,
-                             training, eps, get_num_threads())
+                             training, eps, get_num_threads(), r3, relu)
     if training and running_mean is not None:
         count = n * h * w
         unbiased = var * (count / max(count - 1, 1))
@@ -290,15 +308,34 @@ def batch_norm2d_forward(x, weight, bias, running_mean, running_var, training, m
 
 def batch_norm2d_backward(x, weight, grad_output, mean, invstd, training):
     """Same contract as the reference: ``(grad_input, grad_weight, grad_bias)``."""
+    grad_input, grad_weight, grad_bias, _ = _batch_norm_backward(
+        x, weight, None, grad_output, mean, invstd, training, False)
+    return grad_input, grad_weight, grad_bias
+
+
+def batch_norm2d_relu_backward(x, weight, output, grad_output, mean, invstd, training,
+                               residual):
+    """Same contract as the reference: ``grad_output`` masked by ``output > 0`` while it is
+    read (no masked copy is made, except the residual's gradient when ``residual``);
+    ``(grad_input, grad_weight, grad_bias, grad_residual or None)``."""
+    return _batch_norm_backward(x, weight, output, grad_output, mean, invstd, training,
+                                residual)
+
+
+def _batch_norm_backward(x, weight, output, grad_output, mean, invstd, training, residual):
     n, c, h, w = x.shape
+    shape3 = (n, c, h * w)
     grad_input = np.empty_like(x)
+    grad_residual = np.empty_like(x) if residual else None
     grad_weight = np.empty(c)
     grad_bias = np.empty(c)
     _norm.batch_norm_backward(
-        x.reshape(n, c, h * w), weight, grad_output.reshape(n, c, h * w),
-        mean.astype(np.float64), invstd.astype(np.float64), grad_input.reshape(n, c, h * w),
-        grad_weight, grad_bias, training, get_num_threads())
-    return grad_input, grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)
+        x.reshape(shape3), weight, grad_output.reshape(shape3),
+        mean.astype(np.float64), invstd.astype(np.float64), grad_input.reshape(shape3),
+        grad_weight, grad_bias, training, get_num_threads(),
+        None if output is None else output.reshape(shape3),
+        None if grad_residual is None else grad_residual.reshape(shape3))
+    return grad_input, grad_weight.astype(x.dtype), grad_bias.astype(x.dtype), grad_residual
 
 
 def relu_backward(x, grad_output):

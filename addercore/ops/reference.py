@@ -26,6 +26,8 @@ __all__ = [
     "conv2d_backward",
     "batch_norm2d_forward",
     "batch_norm2d_backward",
+    "batch_norm2d_relu_forward",
+    "batch_norm2d_relu_backward",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
     "relu_forward",
@@ -264,6 +266,35 @@ def batch_norm2d_backward(x, weight, grad_output, mean, invstd, training):
     else:
         grad_input = scale * g
     return grad_input.astype(x.dtype, copy=False), grad_weight, grad_bias
+
+
+def batch_norm2d_relu_forward(x, weight, bias, running_mean, running_var, training, momentum,
+                              eps, residual):
+    """Fused BatchNorm → (+ residual) → ReLU: ``y = max(bn(x) + residual, 0)``.
+
+    The plain composition of :func:`batch_norm2d_forward`, an add in the arrays' dtype (when
+    ``residual``, same shape as x, is not None) and :func:`relu_forward`. Running buffers are
+    updated as by :func:`batch_norm2d_forward`. Returns ``(y, mean, invstd)``.
+    """
+    y, mean, invstd = batch_norm2d_forward(x, weight, bias, running_mean, running_var, training,
+                                           momentum, eps)
+    if residual is not None:
+        y = y + residual
+    return relu_forward(y), mean, invstd
+
+
+def batch_norm2d_relu_backward(x, weight, output, grad_output, mean, invstd, training,
+                               residual):
+    """Backward of :func:`batch_norm2d_relu_forward` from its input ``x`` and its ``output``.
+
+    ``g = grad_output·[output > 0]`` (``output > 0`` exactly where the pre-ReLU value is > 0),
+    then :func:`batch_norm2d_backward` with g. Returns ``(grad_input, grad_weight, grad_bias,
+    grad_residual)``; ``grad_residual`` is g when ``residual`` is true, else None.
+    """
+    g = relu_backward(output, grad_output)
+    grad_input, grad_weight, grad_bias = batch_norm2d_backward(x, weight, g, mean, invstd,
+                                                               training)
+    return grad_input, grad_weight, grad_bias, (g if residual else None)
 
 
 # --------------------------------------------------------------------------------------------
