@@ -37,7 +37,8 @@ class Bottleneck(nn.Module):
     def forward(self, x):
         # fused BatchNorm → ReLU and BatchNorm → + shortcut → ReLU (see BasicBlock); with
         # recompute, each bn → ReLU output is released once the next conv has consumed it and
-        # recomputed from that bn's input when the conv's backward reads it (4 activations per block, not 6)
+        # recomputed from that bn's input when the conv's backward reads it (the graph keeps 4
+        # activations per block, not 6)
         h1 = self.bn1(self.conv1(x), relu=True)
         y2 = self.conv2(h1)
         if self.recompute:
