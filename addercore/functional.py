@@ -3,6 +3,8 @@ plus a small backward closure each (micrograd style).
 
 Each function accepts Tensors (or numpy arrays, treated as constants) and returns a Tensor.
 """
+import weakref
+
 import numpy as np
 
 from . import ops
@@ -93,22 +95,28 @@ def batch_norm2d_relu(x, weight, bias, running_mean=None, running_var=None, trai
     """Fused BatchNorm2d → (+ residual) → ReLU: ``relu(batch_norm2d(x, ...) + residual)``.
 
     Same values and gradients as the composition, but one graph node instead of two or three:
-    the backward keeps only x, the output, the parameters and the (C,) statistics (the ReLU
+    the backward needs only x, the output, the parameters and the (C,) statistics (the ReLU
     mask is ``output > 0``), so no pre-ReLU activation stays alive until backward.
     ``residual`` (a Tensor or array of x's shape, e.g. a ResNet shortcut) gets its gradient.
+
+    The output can be released (:meth:`~addercore.Tensor.release_data`): it is then recomputed
+    bit for bit from x, the parameters' arrays, the forward's exact batch statistics (not the
+    running buffers) and the residual, with one elementwise pass, when next read.
     """
     x, weight, bias = _tensor(x), _tensor(weight), _tensor(bias)
     residual = None if residual is None else _tensor(residual)
-    y, mean, invstd = ops.batch_norm2d_relu_forward(
-        x.data, weight.data, bias.data, running_mean, running_var, training, momentum, eps,
-        None if residual is None else residual.data,
+    w, b = weight.data, bias.data  # the arrays this forward used (the optimiser steps later)
+    y, mean, invstd, stats = ops.batch_norm2d_relu_forward(
+        x.data, w, b, running_mean, running_var, training, momentum, eps,
+        None if residual is None else residual.data, return_stats=True,
     )
     has_residual = residual is not None
 
     def backward(g):
-        # y is the output's own array (not the output Tensor: no reference cycle)
+        # the output Tensor through a weak reference (no reference cycle): it is alive while
+        # its backward runs, and .data re-materialises it if it was released
         grad_input, grad_weight, grad_bias, grad_residual = ops.batch_norm2d_relu_backward(
-            x.data, weight.data, y, g, mean, invstd, training, has_residual
+            x.data, w, out_ref().data, g, mean, invstd, training, has_residual
         )
         x._accumulate(grad_input)
         weight._accumulate(grad_weight)
@@ -116,8 +124,14 @@ def batch_norm2d_relu(x, weight, bias, running_mean=None, running_var=None, trai
         if has_residual:
             residual._accumulate(grad_residual)
 
+    def recompute():
+        return ops.batch_norm2d_relu_apply(x.data, w, b, stats, eps,
+                                           None if residual is None else residual.data)
+
     parents = (x, weight, bias) if residual is None else (x, weight, bias, residual)
-    return Tensor._from_op(y, parents, backward, "batch_norm2d_relu")
+    out = Tensor._from_op(y, parents, backward, "batch_norm2d_relu", recompute)
+    out_ref = weakref.ref(out)
+    return out
 
 
 def relu(x):

@@ -8,6 +8,13 @@ Same idea as micrograd's ``engine.py``, at array granularity: each op in
 After backward the graph is freed (closures, parent links and intermediate gradients are
 dropped), so memory stays flat over thousands of steps. Gradients of leaves that require them
 (parameters) accumulate in ``.grad`` until zeroed, as in PyTorch.
+
+Recomputation (trading a cheap elementwise pass for activation memory): an op may also attach
+a ``_recompute`` closure that rebuilds its output array, bit for bit, from its inputs. Then
+:meth:`Tensor.release_data` drops the array once the forward no longer needs it, and the next
+read of ``.data`` (typically a consumer's backward) calls ``_recompute`` and caches the result.
+Closures never hold their own output Tensor strongly (a ``weakref`` at most), so a graph is freed
+by reference counting alone.
 """
 import contextlib
 
@@ -52,20 +59,58 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._parents = ()
         self._backward = None
+        self._recompute = None
         self._op = ""
         self.name = None  # set by modules for their parameters (clear error messages)
 
     # -- construction helpers used by the ops -----------------------------------------------
     @classmethod
-    def _from_op(cls, data, parents, backward, op):
-        """Output of an op: records ``parents`` and ``backward`` only when a gradient is needed."""
+    def _from_op(cls, data, parents, backward, op, recompute=None):
+        """Output of an op: records ``parents`` and ``backward`` (and ``recompute``, a function
+        of no arguments returning ``data`` again, bit for bit) only when a gradient is needed."""
         out = cls(data)
         if _grad_enabled and any(p.requires_grad for p in parents):
             out.requires_grad = True
             out._parents = tuple(parents)
             out._backward = backward
+            out._recompute = recompute
             out._op = op
         return out
+
+    # -- recomputation ----------------------------------------------------------------------
+    # ``.data`` is a plain instance attribute (reading it costs nothing extra). Releasing deletes
+    # it; Python then falls back to __getattr__ on the next read, which recomputes and stores it.
+    def release_data(self):
+        """Drop this op output's array until it is read again; ``.data`` then recomputes it
+        (bit-identical) with the op's recompute rule and keeps it.
+
+        Returns True when released; False (and keeps the array) when the tensor has no recompute
+        rule: a leaf, an output made without a graph (``no_grad``, no input requiring a
+        gradient) or of an op without one. Only consumers holding this Tensor (not its array)
+        benefit; the ops of :mod:`addercore.functional` read their inputs' ``.data`` lazily in
+        their backward."""
+        if self._recompute is None:
+            return False
+        self.__dict__.pop("data", None)
+        return True
+
+    @property
+    def is_released(self):
+        """True while the array is released (the next ``.data`` read recomputes it)."""
+        return "data" not in self.__dict__
+
+    def __getattr__(self, name):
+        # Called only when normal lookup fails: for "data", only after release_data().
+        if name != "data":
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        recompute = self.__dict__.get("_recompute")
+        if recompute is None:
+            raise RuntimeError(
+                f"the data of this {self._op or 'tensor'} output was released and can no longer "
+                f"be recomputed (its graph was freed by backward())")
+        data = recompute()
+        self.data = data
+        return data
 
     def _accumulate(self, grad):
         """Add ``grad`` into ``self.grad`` (creating it) when this tensor wants a gradient."""
@@ -113,6 +158,7 @@ class Tensor:
             if node._parents:
                 node.grad = None
             node._backward = None
+            node._recompute = None
             node._parents = ()
         del node
 

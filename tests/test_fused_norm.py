@@ -239,7 +239,11 @@ def test_functional_gradients_finite_differences(training, with_residual):
 
 
 def test_functional_backward_keeps_no_pre_relu_array():
-    """The closure of the fused node holds x's and the output's arrays and (C,) vectors only."""
+    """The closures of the fused node hold no activation array at all (x, the parameters and
+    the residual as Tensors, (C,) statistics): the output is read through a weak reference, so
+    it can be released, and no pre-ReLU copy exists."""
+    import weakref
+
     rng = np.random.default_rng(12)
     x = addercore.Tensor(rng.standard_normal((2, 3, 4, 4)), requires_grad=True)
     res = addercore.Tensor(rng.standard_normal((2, 3, 4, 4)), requires_grad=True)
@@ -247,11 +251,15 @@ def test_functional_backward_keeps_no_pre_relu_array():
     b = addercore.Tensor(np.zeros(3), requires_grad=True)
     y = F.batch_norm2d_relu(x, w, b, residual=res)
     assert y._op == "batch_norm2d_relu" and y._parents == (x, w, b, res)
-    held = [cell.cell_contents for cell in y._backward.__closure__]
-    big = [a for a in held if isinstance(a, np.ndarray) and a.ndim == 4]
-    assert len(big) == 1 and big[0] is y.data  # the output itself, no pre-ReLU copy
-    assert all(a.shape == (3,) for a in held if isinstance(a, np.ndarray) and a.ndim != 4)
+    held = []
+    for fn in (y._backward, y._recompute):
+        for cell in fn.__closure__:
+            value = cell.cell_contents
+            held.extend(value if isinstance(value, tuple) else [value])
+    assert not any(isinstance(a, np.ndarray) and a.ndim == 4 for a in held)
+    assert all(a.shape == (3,) for a in held if isinstance(a, np.ndarray))
     assert not any(isinstance(a, addercore.Tensor) and a is y for a in held)  # no cycle
+    assert any(isinstance(a, weakref.ref) and a() is y for a in held)
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,18 +338,27 @@ def test_resnet20_fused_blocks_bit_identical_to_unfused_on_compiled_backend():
             np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def test_resnet20_graph_holds_four_activations_per_block():
+def _held_activations(nodes):
+    """Distinct (N, C, H, W) arrays (H > 1) held by op outputs, without re-materialising
+    released ones."""
+    held = (vars(n).get("data") for n in nodes if n._op)
+    return {id(a) for a in held if a is not None and a.ndim == 4 and a.shape[2] > 1}
+
+
+@pytest.mark.parametrize("recompute, per_block", [(False, 4), (True, 3)])
+def test_resnet20_graph_holds_four_or_three_activations_per_block(recompute, per_block):
     """The graph before backward: 2 stem activations, 4 per block (+2 per downsample), and no
-    separate relu/add nodes."""
-    model = resnet20(10, kind="adder", dtype=np.float64, rng=np.random.default_rng(0))
+    separate relu/add nodes; 3 per block when the bn1 → ReLU outputs are recomputed."""
+    model = resnet20(10, kind="adder", dtype=np.float64, rng=np.random.default_rng(0),
+                     recompute=recompute)
     x = np.random.default_rng(1).standard_normal((2, 3, 32, 32))
     loss = F.cross_entropy(model(x), np.array([1, 2]))
     nodes = loss._topological_order()
     ops_seen = [n._op for n in nodes if n._op]
     assert "relu" not in ops_seen and "add" not in ops_seen
     assert ops_seen.count("batch_norm2d_relu") == 1 + 2 * 9
-    acts = {id(n.data) for n in nodes if n._op and n.data.ndim == 4 and n.data.shape[2] > 1}
-    assert len(acts) == 2 + 4 * 9 + 2 * 2
+    assert sum(n.is_released for n in nodes) == (9 if recompute else 0)
+    assert len(_held_activations(nodes)) == 2 + per_block * 9 + 2 * 2
     loss.backward()
 
 

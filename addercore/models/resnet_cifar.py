@@ -8,6 +8,10 @@ flatten. Inside the blocks every 3×3 (and the 1×1 shortcut) is an adder layer 
 State-dict names are the authors', so their checkpoint (``module.`` stripped) loads strictly.
 
 Input: (N, 3, 32, 32) float32/float64; output: logits (N, num_classes).
+
+``recompute=True`` (default) trades one elementwise pass per block for memory in training: the
+graph keeps 3 activations per block instead of 4 (see :class:`BasicBlock`); values and
+gradients are bit-identical either way.
 """
 import numpy as np
 
@@ -24,6 +28,11 @@ class BasicBlock(nn.Module):
     shape changes, the identity otherwise. "bn → ReLU" and "bn → + shortcut → ReLU" run as
     fused ops (``BatchNorm2d(..., relu=True)``); ``relu`` is kept as a (stateless) child module
     for the module tree only.
+
+    ``recompute`` (``cfg["recompute"]``, default True; a plain attribute, may be changed): in
+    training, the bn1 → ReLU output h is released once conv2 has consumed it, and recomputed
+    (bit-identical, one elementwise pass over conv1's output, which the graph keeps anyway) when
+    conv2's backward reads it. The graph then keeps 3 activations per block, not 4.
     """
 
     expansion = 1
@@ -38,12 +47,18 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes, dtype=dt)
         self.downsample = downsample
         self.stride = stride
+        self.recompute = cfg.get("recompute", True)
 
     def forward(self, x):
         # BatchNorm → ReLU and BatchNorm → + shortcut → ReLU are fused ops: the graph keeps 4
-        # activations per block (conv1 out, bn1+relu out, conv2 out, block out), not 7.
-        out = self.bn1(self.conv1(x), relu=True)
-        out = self.conv2(out)
+        # activations per block (conv1 out, bn1+relu out, conv2 out, block out), not 7; 3 with
+        # recompute.
+        h = self.bn1(self.conv1(x), relu=True)
+        out = self.conv2(h)
+        if self.recompute:
+            # h is needed again only in backward (conv2's input, bn1-ReLU's mask): recomputed
+            # from conv1's output when conv2's backward reads it (no-op without a graph)
+            h.release_data()
         residual = x if self.downsample is None else self.downsample(x)
         return self.bn2(out, residual=residual, relu=True)
 
@@ -52,7 +67,7 @@ class ResNetCIFAR(nn.Module):
     """The authors' CIFAR ResNet; ``layers`` = blocks per stage, e.g. (3, 3, 3) for ResNet-20."""
 
     def __init__(self, layers, num_classes=10, kind="adder", norm="l1", eta=0.2,
-                 dtype=np.float32, rng=None):
+                 dtype=np.float32, rng=None, recompute=True):
         super().__init__()
         dt = check_common(num_classes, kind, norm, eta, dtype)
         if (not isinstance(layers, (tuple, list)) or len(layers) != 3
@@ -61,7 +76,7 @@ class ResNetCIFAR(nn.Module):
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
         self.kind, self.norm, self.num_classes = kind, norm, int(num_classes)
-        cfg = dict(kind=kind, norm=norm, eta=eta, rng=rng, dtype=dt)
+        cfg = dict(kind=kind, norm=norm, eta=eta, rng=rng, dtype=dt, recompute=bool(recompute))
         self.inplanes = 16
         self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False, rng=rng, dtype=dt)
         self.bn1 = nn.BatchNorm2d(16, dtype=dt)
@@ -98,16 +113,19 @@ class ResNetCIFAR(nn.Module):
         return f"kind={self.kind!r}, norm={self.norm!r}, num_classes={self.num_classes}"
 
 
-def resnet20(num_classes=10, kind="adder", norm="l1", eta=0.2, dtype=np.float32, rng=None):
+def resnet20(num_classes=10, kind="adder", norm="l1", eta=0.2, dtype=np.float32, rng=None,
+             recompute=True):
     """ResNet-20 (3 blocks per stage, 0.27M parameters): the authors' CIFAR AdderNet."""
-    return ResNetCIFAR((3, 3, 3), num_classes, kind, norm, eta, dtype, rng)
+    return ResNetCIFAR((3, 3, 3), num_classes, kind, norm, eta, dtype, rng, recompute)
 
 
-def resnet32(num_classes=10, kind="adder", norm="l1", eta=0.2, dtype=np.float32, rng=None):
+def resnet32(num_classes=10, kind="adder", norm="l1", eta=0.2, dtype=np.float32, rng=None,
+             recompute=True):
     """ResNet-32 (5 blocks per stage)."""
-    return ResNetCIFAR((5, 5, 5), num_classes, kind, norm, eta, dtype, rng)
+    return ResNetCIFAR((5, 5, 5), num_classes, kind, norm, eta, dtype, rng, recompute)
 
 
-def resnet56(num_classes=10, kind="adder", norm="l1", eta=0.2, dtype=np.float32, rng=None):
+def resnet56(num_classes=10, kind="adder", norm="l1", eta=0.2, dtype=np.float32, rng=None,
+             recompute=True):
     """ResNet-56 (9 blocks per stage)."""
-    return ResNetCIFAR((9, 9, 9), num_classes, kind, norm, eta, dtype, rng)
+    return ResNetCIFAR((9, 9, 9), num_classes, kind, norm, eta, dtype, rng, recompute)

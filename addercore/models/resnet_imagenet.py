@@ -32,12 +32,21 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU()
         self.downsample = downsample
         self.stride = stride
+        self.recompute = cfg.get("recompute", True)
 
     def forward(self, x):
-        # fused BatchNorm → ReLU and BatchNorm → + shortcut → ReLU (see BasicBlock)
-        out = self.bn1(self.conv1(x), relu=True)
-        out = self.bn2(self.conv2(out), relu=True)
-        out = self.conv3(out)
+        # fused BatchNorm → ReLU and BatchNorm → + shortcut → ReLU (see BasicBlock); with
+        # recompute, each bn → ReLU output is released once the next conv has consumed it and
+        # recomputed from that bn's input when the conv's backward reads it (the graph keeps 4
+        # activations per block, not 6)
+        h1 = self.bn1(self.conv1(x), relu=True)
+        y2 = self.conv2(h1)
+        if self.recompute:
+            h1.release_data()
+        h2 = self.bn2(y2, relu=True)
+        out = self.conv3(h2)
+        if self.recompute:
+            h2.release_data()
         residual = x if self.downsample is None else self.downsample(x)
         return self.bn3(out, residual=residual, relu=True)
 
@@ -46,11 +55,11 @@ class ResNetImageNet(nn.Module):
     """ImageNet ResNet with ``block`` (BasicBlock or Bottleneck) and ``layers`` blocks/stage."""
 
     def __init__(self, block, layers, num_classes=1000, kind="adder", norm="l1", eta=0.2,
-                 dtype=np.float32, rng=None):
+                 dtype=np.float32, rng=None, recompute=True):
         super().__init__()
         dt = check_common(num_classes, kind, norm, eta, dtype)
         self.kind, self.norm, self.num_classes = kind, norm, int(num_classes)
-        cfg = dict(kind=kind, norm=norm, eta=eta, rng=rng, dtype=dt)
+        cfg = dict(kind=kind, norm=norm, eta=eta, rng=rng, dtype=dt, recompute=bool(recompute))
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False, rng=rng, dtype=dt)
         self.bn1 = nn.BatchNorm2d(64, dtype=dt)
@@ -84,11 +93,15 @@ class ResNetImageNet(nn.Module):
         return self.flatten(self.bn2(self.fc(self.avgpool(x))))
 
 
-def resnet18(num_classes=1000, kind="adder", norm="l1", eta=0.2, dtype=np.float32, rng=None):
+def resnet18(num_classes=1000, kind="adder", norm="l1", eta=0.2, dtype=np.float32, rng=None,
+             recompute=True):
     """ResNet-18 (BasicBlocks 2-2-2-2); supplement Table 1's network."""
-    return ResNetImageNet(BasicBlock, (2, 2, 2, 2), num_classes, kind, norm, eta, dtype, rng)
+    return ResNetImageNet(BasicBlock, (2, 2, 2, 2), num_classes, kind, norm, eta, dtype, rng,
+                          recompute)
 
 
-def resnet50(num_classes=1000, kind="adder", norm="l1", eta=0.2, dtype=np.float32, rng=None):
+def resnet50(num_classes=1000, kind="adder", norm="l1", eta=0.2, dtype=np.float32, rng=None,
+             recompute=True):
     """ResNet-50 (Bottlenecks 3-4-6-3)."""
-    return ResNetImageNet(Bottleneck, (3, 4, 6, 3), num_classes, kind, norm, eta, dtype, rng)
+    return ResNetImageNet(Bottleneck, (3, 4, 6, 3), num_classes, kind, norm, eta, dtype, rng,
+                          recompute)

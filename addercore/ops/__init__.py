@@ -29,6 +29,7 @@ __all__ = [
     "batch_norm2d_backward",
     "batch_norm2d_relu_forward",
     "batch_norm2d_relu_backward",
+    "batch_norm2d_relu_apply",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
     "relu_forward",
@@ -223,19 +224,48 @@ def batch_norm2d_backward(x, weight, grad_output, mean, invstd, training=True):
 
 
 def batch_norm2d_relu_forward(x, weight, bias, running_mean=None, running_var=None,
-                              training=True, momentum=0.1, eps=1e-5, residual=None):
+                              training=True, momentum=0.1, eps=1e-5, residual=None,
+                              return_stats=False):
     """Fused BatchNorm2d → (+ residual) → ReLU: ``y = max(bn(x) + residual, 0)`` in one op.
 
     Arguments as :func:`batch_norm2d_forward`, plus ``residual``: None or an (N, C, H, W)
     array of x's shape and dtype (a ResNet block's shortcut), added before the ReLU. The
     pre-ReLU sum is never returned: :func:`batch_norm2d_relu_backward` needs only x and the
-    output. Returns ``(y, mean, invstd)``.
+    output. Returns ``(y, mean, invstd)``; with ``return_stats=True`` ``(y, mean, invstd,
+    stats)``, where ``stats`` = (mean, var) (C,) exactly as the backend normalised with
+    (float64 for the compiled kernels, x's dtype for the reference; copies, never the running
+    buffers): :func:`batch_norm2d_relu_apply` rebuilds y from them bit for bit.
     """
     args = _batch_norm_forward_args(x, weight, bias, running_mean, running_var, training,
                                     momentum, eps)
     if residual is not None:
         residual = _like_x(residual, "residual", args[0])
-    return _impl("batch_norm2d_relu_forward")(*args, residual)
+    return _impl("batch_norm2d_relu_forward")(*args, residual, return_stats=bool(return_stats))
+
+
+def batch_norm2d_relu_apply(x, weight, bias, stats, eps=1e-5, residual=None):
+    """Recompute the output of :func:`batch_norm2d_relu_forward` from the same ``x``,
+    ``weight``, ``bias``, ``eps`` and ``residual`` and the ``stats`` it returned with
+    ``return_stats=True``: bit-identical to that forward's y (training or eval mode), on the
+    backend that made ``stats``. Running buffers are neither read nor updated.
+
+    Autograd uses it to rebuild a released activation (:meth:`addercore.Tensor.release_data`)
+    instead of keeping it until backward."""
+    x = float_array(x, "x", 4, "(N, C, H, W)")
+    c = x.shape[1]
+    weight = _channel_vector(weight, "weight", c, x.dtype)
+    bias = _channel_vector(bias, "bias", c, x.dtype)
+    if not isinstance(stats, tuple) or len(stats) != 2:
+        raise TypeError("stats must be the (mean, var) pair returned by "
+                        "batch_norm2d_relu_forward(..., return_stats=True)")
+    mean = float_array(stats[0], "stats[0] (mean)", 1, "(C,)")
+    var = float_array(stats[1], "stats[1] (var)", 1, "(C,)")
+    expect_shape(mean, "stats[0] (mean)", (c,))
+    expect_shape(var, "stats[1] (var)", (c,))
+    eps = real_scalar(eps, "eps", low=0.0, low_open=True)
+    if residual is not None:
+        residual = _like_x(residual, "residual", x)
+    return _impl("batch_norm2d_relu_apply")(x, weight, bias, (mean, var), float(eps), residual)
 
 
 def batch_norm2d_relu_backward(x, weight, output, grad_output, mean, invstd, training=True,

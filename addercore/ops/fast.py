@@ -33,6 +33,7 @@ __all__ = [
     "batch_norm2d_backward",
     "batch_norm2d_relu_forward",
     "batch_norm2d_relu_backward",
+    "batch_norm2d_relu_apply",
     "relu_backward",
     "im2col",
     "col2im",
@@ -278,15 +279,29 @@ def batch_norm2d_forward(x, weight, bias, running_mean, running_var, training, m
 
 
 def batch_norm2d_relu_forward(x, weight, bias, running_mean, running_var, training, momentum,
-                              eps, residual):
+                              eps, residual, return_stats=False):
     """Same contract as the reference: ``y = max(bn(x) + residual, 0)`` in the pass that writes
-    y (no pre-ReLU array is made); ``(y, mean, invstd)``. Allocates y and (C,) vectors."""
+    y (no pre-ReLU array is made); ``(y, mean, invstd)``, plus ``stats`` = the float64 (mean,
+    var) the kernel normalised with when ``return_stats``. Allocates y and (C,) vectors."""
     return _batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum,
-                               eps, residual, True)
+                               eps, residual, True, return_stats)
+
+
+def batch_norm2d_relu_apply(x, weight, bias, stats, eps, residual):
+    """Same contract as the reference: y of :func:`batch_norm2d_relu_forward` again, bit for
+    bit: the kernel's eval-mode path with the forward's float64 (mean, var) runs exactly the
+    arithmetic of its training path after the statistics (invstd, scale, shift, y)."""
+    n, c, h, w = x.shape
+    mean, var = (np.array(s, dtype=np.float64) for s in stats)  # (C,) copies, writable
+    y = np.empty_like(x)
+    _norm.batch_norm_forward(x.reshape(n, c, h * w), weight, bias, y.reshape(n, c, h * w),
+                             mean, var, np.empty(c), False, eps, get_num_threads(),
+                             None if residual is None else residual.reshape(n, c, h * w), True)
+    return y
 
 
 def _batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps,
-                        residual, relu):
+                        residual, relu, return_stats=False):
     n, c, h, w = x.shape
     y = np.empty_like(x)
     mean = np.empty(c) if training else running_mean.astype(np.float64)
@@ -303,7 +318,8 @@ def _batch_norm_forward(x, weight, bias, running_mean, running_var, training, mo
         running_mean += (momentum * mean).astype(running_mean.dtype)
         running_var *= 1.0 - momentum
         running_var += (momentum * unbiased).astype(running_var.dtype)
-    return y, mean.astype(x.dtype), invstd.astype(x.dtype)
+    out = (y, mean.astype(x.dtype), invstd.astype(x.dtype))
+    return out + ((mean, var),) if return_stats else out
 
 
 def batch_norm2d_backward(x, weight, grad_output, mean, invstd, training):

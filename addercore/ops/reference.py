@@ -28,6 +28,7 @@ __all__ = [
     "batch_norm2d_backward",
     "batch_norm2d_relu_forward",
     "batch_norm2d_relu_backward",
+    "batch_norm2d_relu_apply",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
     "relu_forward",
@@ -225,13 +226,19 @@ def batch_norm2d_forward(x, weight, bias, running_mean, running_var, training, m
     Returns ``(y, mean, invstd)``; ``mean``/``invstd`` (C,) are what :func:`batch_norm2d_backward`
     needs.
     """
+    y, mean, invstd, _ = _batch_norm_forward(x, weight, bias, running_mean, running_var,
+                                             training, momentum, eps)
+    return y, mean, invstd
+
+
+def _batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
+    """:func:`batch_norm2d_forward`, also returning the (C,) ``var`` it normalised with."""
     axes = (0, 2, 3)
     if training:
         count = x.shape[0] * x.shape[2] * x.shape[3]
         mean = x.mean(axis=axes)
         centered = x - mean[None, :, None, None]  # two-pass variance: adder outputs are ~1e3
         var = np.mean(centered * centered, axis=axes)
-        invstd = 1.0 / np.sqrt(var + eps)
         if running_mean is not None:
             unbiased = var * (count / max(count - 1, 1))
             running_mean *= 1.0 - momentum
@@ -239,13 +246,21 @@ def batch_norm2d_forward(x, weight, bias, running_mean, running_var, training, m
             running_var *= 1.0 - momentum
             running_var += momentum * unbiased
     else:
-        mean = running_mean
-        invstd = 1.0 / np.sqrt(running_var + eps)
+        mean, var = running_mean.copy(), running_var.copy()
         centered = x - mean[None, :, None, None]
     mean = mean.astype(x.dtype, copy=False)
-    invstd = invstd.astype(x.dtype, copy=False)
+    invstd = _invstd(var, eps, x.dtype)
+    return _scale_shift(centered, invstd, weight, bias), mean, invstd, var
+
+
+def _invstd(var, eps, dtype):
+    return (1.0 / np.sqrt(var + eps)).astype(dtype, copy=False)
+
+
+def _scale_shift(centered, invstd, weight, bias):
+    """``(x - mean)·(invstd·weight) + bias`` from ``centered = x - mean``, in x's dtype."""
     y = centered * (invstd * weight)[None, :, None, None] + bias[None, :, None, None]
-    return y.astype(x.dtype, copy=False), mean, invstd
+    return y.astype(centered.dtype, copy=False)
 
 
 def batch_norm2d_backward(x, weight, grad_output, mean, invstd, training):
@@ -269,18 +284,30 @@ def batch_norm2d_backward(x, weight, grad_output, mean, invstd, training):
 
 
 def batch_norm2d_relu_forward(x, weight, bias, running_mean, running_var, training, momentum,
-                              eps, residual):
+                              eps, residual, return_stats=False):
     """Fused BatchNorm → (+ residual) → ReLU: ``y = max(bn(x) + residual, 0)``.
 
     The plain composition of :func:`batch_norm2d_forward`, an add in the arrays' dtype (when
     ``residual``, same shape as x, is not None) and :func:`relu_forward`. Running buffers are
-    updated as by :func:`batch_norm2d_forward`. Returns ``(y, mean, invstd)``.
+    updated as by :func:`batch_norm2d_forward`. Returns ``(y, mean, invstd)``, plus ``stats`` =
+    (mean, var) (C,) in x's dtype when ``return_stats`` (for :func:`batch_norm2d_relu_apply`).
     """
-    y, mean, invstd = batch_norm2d_forward(x, weight, bias, running_mean, running_var, training,
-                                           momentum, eps)
+    y, mean, invstd, var = _batch_norm_forward(x, weight, bias, running_mean, running_var,
+                                               training, momentum, eps)
     if residual is not None:
         y = y + residual
-    return relu_forward(y), mean, invstd
+    out = (relu_forward(y), mean, invstd)
+    return out + ((mean, var),) if return_stats else out
+
+
+def batch_norm2d_relu_apply(x, weight, bias, stats, eps, residual):
+    """The y of :func:`batch_norm2d_relu_forward` again from its ``stats`` = (mean, var): the
+    same numpy expressions on the same arrays, so the same bits. Running buffers untouched."""
+    mean, var = (s.astype(x.dtype, copy=False) for s in stats)
+    y = _scale_shift(x - mean[None, :, None, None], _invstd(var, eps, x.dtype), weight, bias)
+    if residual is not None:
+        y = y + residual
+    return relu_forward(y)
 
 
 def batch_norm2d_relu_backward(x, weight, output, grad_output, mean, invstd, training,
