@@ -4,3 +4,5 @@ python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py 
 python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py --no-download --model resnet20 --kind cnn --epochs 10 --threads 1 --seed 0 --out /work/main/docs/results/resnet20_cnn_cifar10 --log-interval 60 --resume
 # 05:33 resumed from a snapshot of commit 3b49b1b (compiled BatchNorm): python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py --no-download --model resnet20 --kind cnn --epochs 10 --threads 1 --seed 0 --out /work/main/docs/results/resnet20_cnn_cifar10 --log-interval 60 --resume
 # 07:09 stopped by SIGTERM at the end of the session; continue with the last command above (it has --resume)
+# 07:27 resumed (session 2) from a snapshot of commit 9ec5626: same command with --resume
+# 08:07 finished epoch 10 (final test accuracy 83.68%)
