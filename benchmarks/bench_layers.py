@@ -39,6 +39,10 @@ LAYERS = [
 ]
 
 
+#: Longer than OpenBLAS's busy-wait after a call (2^28 cycles ≈ 0.09 s at 3 GHz).
+BLAS_SPIN_S = 0.2
+
+
 def best_time(fn, repeat):
     fn()  # warm-up (allocates the cached workspaces)
     best = float("inf")
@@ -109,11 +113,15 @@ def run(batches, thread_counts, repeat, layers, with_torch, cpu_clock=False):
                     ).reshape(kk, -1)
                     w2 = w.reshape(cout, -1)
                     g = rng.standard_normal((batch, cout, ho, ho)).astype(np.float32)
+                    # With several threads every timing starts from parked thread pools: OpenBLAS's
+                    # workers busy-wait ~0.1 s after each call, so on a machine with as many
+                    # cores as threads a kernel timed right after a GEMM would share its cores
+                    # with them (a training step makes no BLAS call; see RESULTS.md)
                     fns = {
-                        "sgemm": lambda: w2 @ cols,
                         "fwd": lambda: fast.adder2d_forward(x, w, (s, s), (p, p), "l1"),
                         "bwd": lambda: fast.adder2d_backward(
                             x, w, g, (s, s), (p, p), "l1", "full", "hardtanh"),
+                        "sgemm": lambda: w2 @ cols,
                         "conv": lambda: reference.conv2d_forward(x, w, (s, s), (p, p)),
                     }
                     if torch_bits:
@@ -126,11 +134,15 @@ def run(batches, thread_counts, repeat, layers, with_torch, cpu_clock=False):
                     best = {key: float("inf") for key in fns}
                     for fn in fns.values():
                         fn()
+                    if threads > 1:
+                        time.sleep(BLAS_SPIN_S)
                     # 1 thread with --cpu-clock: CPU time of this thread (immune to preemption
                     # by other processes on a shared machine); otherwise wall-clock time
                     clock = time.thread_time if (cpu_clock and threads == 1) else time.perf_counter
                     for _ in range(repeat):  # interleaved: all see the same machine state
                         for key, fn in fns.items():
+                            if threads > 1:
+                                time.sleep(BLAS_SPIN_S)  # let idle workers park (see above)
                             t0 = clock()
                             fn()
                             best[key] = min(best[key], clock() - t0)
