@@ -3,7 +3,10 @@
 ``set_num_threads(n)`` sets both; ``num_threads(n)`` is the scoped version. Kernels read
 :func:`get_num_threads` at each call, so the setting applies to the next call. Results never
 depend on it: every kernel partitions work so that each output is summed by one thread in a
-fixed order.  The BLAS pool (OpenBLAS, MKL, ...) is limited through threadpoolctl.
+fixed order.  The BLAS pool (OpenBLAS, MKL, ...) is limited through threadpoolctl; with the
+compiled backend a convolutional training step makes no BLAS call (convolutions run in the
+OpenMP kernels), so the two pools never compete for cores (OpenBLAS's workers busy-wait
+~0.1 s after each call, which on a 2-core machine stalls the next OpenMP region).
 """
 import contextlib
 import os

@@ -122,7 +122,8 @@ def adaptive_scale(grad_weight, eta=0.2):
 # Convolution
 # --------------------------------------------------------------------------------------------
 def conv2d_forward(x, weight, stride=1, padding=0, bias=None):
-    """Convolution (cross-correlation) via im2col + GEMM.
+    """Convolution (cross-correlation): im2col + GEMM in the numpy reference; the compiled
+    backend runs it in the adder kernels' tiled OpenMP drivers with a multiply-add per tap.
 
     x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw); bias: (Cout,) or None -> (N, Cout, Ho, Wo).
     """
