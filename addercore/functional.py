@@ -17,6 +17,7 @@ __all__ = [
     "batch_norm2d_relu",
     "relu",
     "avg_pool2d",
+    "max_pool2d",
     "linear",
     "flatten",
     "reshape",
@@ -154,6 +155,17 @@ def avg_pool2d(x, kernel_size, stride=None):
         x._accumulate(ops.avg_pool2d_backward(x.data.shape, g, kernel_size, stride))
 
     return Tensor._from_op(y, (x,), backward, "avg_pool2d")
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """Max pooling (padding with -inf, as PyTorch; stride defaults to kernel_size)."""
+    x = _tensor(x)
+    y, indices = ops.max_pool2d_forward(x.data, kernel_size, stride, padding)
+
+    def backward(g):
+        x._accumulate(ops.max_pool2d_backward(x.data.shape, g, indices))
+
+    return Tensor._from_op(y, (x,), backward, "max_pool2d")
 
 
 def linear(x, weight, bias=None):

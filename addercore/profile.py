@@ -99,7 +99,6 @@ def _conv_out(hw, kernel, stride, padding):
 
 def _shape_fn(module):
     """Analytic output shape of a known leaf module, or None (unknown: run it for real)."""
-    from .models._common import MaxPool2d
 
     if isinstance(module, (nn.Adder2d, nn.Conv2d)):
         def f(s):
@@ -117,7 +116,7 @@ def _shape_fn(module):
         return lambda s: s
     if isinstance(module, nn.Flatten):
         return lambda s: (s[0], int(np.prod(s[1:])))
-    if isinstance(module, (nn.AvgPool2d, MaxPool2d)):
+    if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
         pad = getattr(module, "padding", (0, 0))
         return lambda s: s[:2] + _conv_out(s[2:], module.kernel_size, module.stride, pad)
     return None

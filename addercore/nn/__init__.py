@@ -1,8 +1,8 @@
 """Neural-network modules: ``Module`` with PyTorch-style state dicts, and the layers of
 AdderNet and of the matching CNNs."""
-from .layers import (Adder2d, AvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, ReLU,
+from .layers import (Adder2d, AvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU,
                      manual_seed)
 from .module import Module, Parameter, Sequential
 
 __all__ = ["Module", "Parameter", "Sequential", "Adder2d", "Conv2d", "BatchNorm2d", "ReLU",
-           "AvgPool2d", "Linear", "Flatten", "manual_seed"]
+           "AvgPool2d", "MaxPool2d", "Linear", "Flatten", "manual_seed"]

@@ -198,6 +198,22 @@ class AvgPool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
+class MaxPool2d(Module):
+    """Max pooling (padding with -inf); stride defaults to the kernel size."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else as_pair(stride, "stride", 1)
+        self.padding = as_pair(padding, "padding", 0)
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
 class Linear(Module):
     """``y = x @ weight.T + bias``; weight (out, in), bias (out,)."""
 

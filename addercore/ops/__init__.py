@@ -32,6 +32,8 @@ __all__ = [
     "batch_norm2d_relu_apply",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
     "relu_forward",
     "relu_backward",
     "linear_forward",
@@ -313,6 +315,42 @@ def avg_pool2d_backward(x_shape, grad_output, kernel_size, stride=None):
         raise ValueError(f"kernel_size {kernel} is larger than the input {x_shape[2:]}")
     expect_shape(g, "grad_output", _pool_out_shape(x_shape, kernel, stride))
     return _impl("avg_pool2d_backward")(x_shape, g, kernel, stride)
+
+
+def _max_pool_args(kernel_size, stride, padding):
+    kernel = as_pair(kernel_size, "kernel_size", 1)
+    stride = kernel if stride is None else as_pair(stride, "stride", 1)
+    padding = as_pair(padding, "padding", 0)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"padding {padding} must be at most half of kernel_size {kernel}")
+    return kernel, stride, padding
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Max pooling (padding with -inf). x: (N, C, H, W) -> (y (N, C, Ho, Wo), indices
+    (N, C, Ho, Wo) int64: flat ``h·W + w`` of each window's maximum, -1 for a padding cell);
+    stride defaults to the kernel; padding at most half the kernel, as in PyTorch."""
+    x = float_array(x, "x", 4, "(N, C, H, W)")
+    kernel, stride, padding = _max_pool_args(kernel_size, stride, padding)
+    if (kernel[0] > x.shape[2] + 2 * padding[0]) or (kernel[1] > x.shape[3] + 2 * padding[1]):
+        raise ValueError(f"kernel_size {kernel} is larger than the padded input {x.shape[2:]}")
+    return _impl("max_pool2d_forward")(x, kernel, stride, padding)
+
+
+def max_pool2d_backward(x_shape, grad_output, indices):
+    """Max pooling backward -> grad_input of shape ``x_shape`` (gradient routed to each
+    window's maximum through ``indices`` from :func:`max_pool2d_forward`)."""
+    x_shape = shape_tuple(x_shape, "x_shape", 4, "(N, C, H, W)")
+    g = float_array(grad_output, "grad_output", 4, "(N, C, Ho, Wo)")
+    indices = np.asarray(indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"indices must be an integer array, got {indices.dtype}")
+    expect_shape(indices, "indices", g.shape)
+    if indices.size and (indices.max() >= x_shape[2] * x_shape[3] or indices.min() < -1):
+        raise ValueError("indices must lie in [-1, H·W) (use max_pool2d_forward's indices)")
+    if g.shape[:2] != x_shape[:2]:
+        raise ValueError(f"grad_output must have N, C = {x_shape[:2]}, got {g.shape[:2]}")
+    return _impl("max_pool2d_backward")(x_shape, g, indices.astype(np.int64, copy=False))
 
 
 def relu_forward(x):

@@ -31,6 +31,8 @@ __all__ = [
     "batch_norm2d_relu_apply",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
     "relu_forward",
     "relu_backward",
     "linear_forward",
@@ -350,6 +352,42 @@ def avg_pool2d_backward(x_shape, grad_output, kernel, stride):
         for j in range(kw):
             grad_input[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += share
     return grad_input
+
+
+def max_pool2d_forward(x, kernel, stride, padding):
+    """Max pooling, padding with -inf (as PyTorch). x (N, C, H, W) -> (y (N, C, Ho, Wo),
+    indices (N, C, Ho, Wo) int64).
+
+    ``indices`` is the flat position ``h·W + w`` in the input plane of each window's maximum
+    (the first one in row-major window order on ties; NaN wins, as in ``np.argmax``), or -1
+    when the winner is a padding cell (a window whose input values are all -inf)."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    hp, wp = h + 2 * ph, w + 2 * pw
+    ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    xp = np.full((n, c, hp, wp), -np.inf, dtype=x.dtype)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
+    win = win[:, :, ::sh, ::sw][:, :, :ho, :wo].reshape(n, c, ho, wo, kh * kw)
+    arg = win.argmax(axis=-1)
+    y = np.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
+    rows = np.arange(ho)[:, None] * sh + arg // kw - ph  # input coordinates of the winner
+    cols = np.arange(wo)[None, :] * sw + arg % kw - pw
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    indices = np.where(inside, rows * w + cols, -1).astype(np.int64)
+    return np.ascontiguousarray(y), indices
+
+
+def max_pool2d_backward(x_shape, grad_output, indices):
+    """Max pooling backward: each output's gradient goes to its window's maximum (``indices``
+    from :func:`max_pool2d_forward`; -1 entries are dropped) -> grad_input of ``x_shape``.
+    Overlapping windows that share a maximum add their gradients (summed in float64)."""
+    n, c, h, w = x_shape
+    plane = np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1) * (h * w)
+    valid = indices >= 0
+    flat = (plane + indices)[valid]
+    grad = np.bincount(flat, weights=grad_output[valid].astype(np.float64), minlength=n * c * h * w)
+    return grad.astype(grad_output.dtype).reshape(x_shape)
 
 
 def relu_forward(x):
