@@ -7,6 +7,8 @@ OpenMP and ``-O3``.
 Environment switches:
   ADDERCORE_MARCH      ``-march=`` value; default ``native`` (fastest on the build machine).
                        Set ``ADDERCORE_MARCH=`` (empty) or ``x86-64-v2`` for a portable build.
+  ADDERCORE_AVX512=1   opt-in AVX-512F kernels (with an ``-march`` that has AVX-512F, e.g. the
+                       default ``native`` on such a CPU); default: AVX2+FMA.
   ADDERCORE_SANITIZE   ``address`` builds with AddressSanitizer (for the bounds tests).
   ADDERCORE_BOUNDSCHECK=1  compiles with Cython's boundscheck/wraparound on (debug).
 """
@@ -46,6 +48,9 @@ def extensions():
     if sanitize:
         compile_args += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-O1"]
         link_args += [f"-fsanitize={sanitize}"]
+    macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+    if os.environ.get("ADDERCORE_AVX512", "") == "1":
+        macros.append(("ADDERCORE_AVX512", "1"))
     debug_checks = os.environ.get("ADDERCORE_BOUNDSCHECK", "") == "1"
     directives = {
         "language_level": 3,
@@ -65,7 +70,7 @@ def extensions():
                 depends=[str(h.relative_to(HERE)) for h in sorted(EXT_DIR.glob("*.h"))],
                 extra_compile_args=compile_args,
                 extra_link_args=link_args,
-                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+                define_macros=macros,
             )
         )
     return cythonize(exts, compiler_directives=directives, quiet=True)

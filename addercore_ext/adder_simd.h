@@ -12,7 +12,111 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__AVX2__) && defined(__FMA__) && !defined(ADDERCORE_NO_SIMD)
+#if defined(ADDERCORE_AVX512) && defined(__AVX512F__) && !defined(ADDERCORE_NO_SIMD)
+/* Opt-in (build with ADDERCORE_AVX512=1 on a CPU with AVX-512F): one 512-bit register is 16
+ * floats or 8 doubles.  Only AVX512F instructions are used; comparisons give mask registers.
+ * Per-lane results are identical to the AVX2 path; horizontal sums (vhsum, used by some
+ * filter-gradient reductions) add the lanes in a different fixed order, so those sums can
+ * differ from an AVX2 build in the last bits (still the same for any thread count). */
+#include <immintrin.h>
+#define ADDERCORE_SIMD_NAME "avx512f"
+
+typedef __m512 vf32;
+#define VF32_LANES 16
+static inline vf32 vload_f32(const float *p) { return _mm512_loadu_ps(p); }
+static inline void vstore_f32(float *p, vf32 v) { _mm512_storeu_ps(p, v); }
+static inline vf32 vset1_f32(float a) { return _mm512_set1_ps(a); }
+static inline vf32 vzero_f32(void) { return _mm512_setzero_ps(); }
+static inline vf32 vadd_f32(vf32 a, vf32 b) { return _mm512_add_ps(a, b); }
+static inline vf32 vsub_f32(vf32 a, vf32 b) { return _mm512_sub_ps(a, b); }
+static inline vf32 vmul_f32(vf32 a, vf32 b) { return _mm512_mul_ps(a, b); }
+static inline vf32 vfma_f32(vf32 a, vf32 b, vf32 c) { return _mm512_fmadd_ps(a, b, c); }
+static inline vf32 vdiff_f32(vf32 c, vf32 w, vf32 one) { return _mm512_fnmadd_ps(w, one, c); }
+static inline vf32 vabs_f32(vf32 a)
+{
+    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a),
+                                                 _mm512_set1_epi32(0x7fffffff)));
+}
+static inline vf32 vneg_f32(vf32 a)
+{
+    return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a),
+                                                _mm512_set1_epi32((int)0x80000000u)));
+}
+/* same operand semantics as AVX's minps/maxps: the second operand when either is NaN */
+static inline vf32 vmin_f32(vf32 a, vf32 b) { return _mm512_min_ps(a, b); }
+static inline vf32 vmax_f32(vf32 a, vf32 b) { return _mm512_max_ps(a, b); }
+static inline vf32 vsignmul_f32(vf32 d, vf32 g)
+{
+    vf32 z = _mm512_setzero_ps();
+    vf32 pos = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(d, z, _CMP_GT_OQ), g);
+    vf32 neg = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(d, z, _CMP_LT_OQ), g);
+    /* NaN d gives a NaN (all-ones bits), as the AVX2 path and np.sign(nan) do */
+    return _mm512_mask_mov_ps(_mm512_sub_ps(pos, neg), _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q),
+                              _mm512_castsi512_ps(_mm512_set1_epi32(-1)));
+}
+/* lanes summed in a fixed order: the two 256-bit halves, then as vhsum of the AVX2 path */
+static inline float vhsum_f32(vf32 v)
+{
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+/* src[0], src[2], ..., src[30] (reads src[0..31]) */
+static inline vf32 vload_even_f32(const float *src)
+{
+    const __m512i idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_permutex2var_ps(_mm512_loadu_ps(src), idx, _mm512_loadu_ps(src + 16));
+}
+
+typedef __m512d vf64;
+#define VF64_LANES 8
+static inline vf64 vload_f64(const double *p) { return _mm512_loadu_pd(p); }
+static inline void vstore_f64(double *p, vf64 v) { _mm512_storeu_pd(p, v); }
+static inline vf64 vset1_f64(double a) { return _mm512_set1_pd(a); }
+static inline vf64 vzero_f64(void) { return _mm512_setzero_pd(); }
+static inline vf64 vadd_f64(vf64 a, vf64 b) { return _mm512_add_pd(a, b); }
+static inline vf64 vsub_f64(vf64 a, vf64 b) { return _mm512_sub_pd(a, b); }
+static inline vf64 vmul_f64(vf64 a, vf64 b) { return _mm512_mul_pd(a, b); }
+static inline vf64 vfma_f64(vf64 a, vf64 b, vf64 c) { return _mm512_fmadd_pd(a, b, c); }
+static inline vf64 vdiff_f64(vf64 c, vf64 w, vf64 one) { return _mm512_fnmadd_pd(w, one, c); }
+static inline vf64 vabs_f64(vf64 a)
+{
+    return _mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(a),
+                                                _mm512_set1_epi64(0x7fffffffffffffffLL)));
+}
+static inline vf64 vneg_f64(vf64 a)
+{
+    return _mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(a),
+                                                _mm512_set1_epi64((long long)0x8000000000000000ULL)));
+}
+static inline vf64 vmin_f64(vf64 a, vf64 b) { return _mm512_min_pd(a, b); }
+static inline vf64 vmax_f64(vf64 a, vf64 b) { return _mm512_max_pd(a, b); }
+static inline vf64 vsignmul_f64(vf64 d, vf64 g)
+{
+    vf64 z = _mm512_setzero_pd();
+    vf64 pos = _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(d, z, _CMP_GT_OQ), g);
+    vf64 neg = _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(d, z, _CMP_LT_OQ), g);
+    return _mm512_mask_mov_pd(_mm512_sub_pd(pos, neg), _mm512_cmp_pd_mask(d, d, _CMP_UNORD_Q),
+                              _mm512_castsi512_pd(_mm512_set1_epi64(-1)));
+}
+static inline double vhsum_f64(vf64 v)
+{
+    __m256d h = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+    return _mm_cvtsd_f64(s);
+}
+/* src[0], src[2], ..., src[14] (reads src[0..15]) */
+static inline vf64 vload_even_f64(const double *src)
+{
+    const __m512i idx = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    return _mm512_permutex2var_pd(_mm512_loadu_pd(src), idx, _mm512_loadu_pd(src + 8));
+}
+
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(ADDERCORE_NO_SIMD)
 #include <immintrin.h>
 #define ADDERCORE_SIMD_NAME "avx2+fma"
 

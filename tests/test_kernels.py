@@ -159,4 +159,4 @@ def test_empty_batch():
 
 
 def test_simd_name():
-    assert fast.simd() in ("avx2+fma", "scalar")
+    assert fast.simd() in ("avx2+fma", "avx512f", "scalar")
