@@ -18,6 +18,7 @@ export PYTHONUNBUFFERED=1
   $PY -c "import numpy, sys; print(sys.version.split()[0], 'numpy', numpy.__version__)"
 } > "$OUT/machine.txt" 2>&1
 $PY setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # the benchmarks import this in-place build
 $PY -c "import addercore; from addercore.ops import fast; print(addercore.backend(), fast.simd())" \
   | tee -a "$OUT/machine.txt"
 $PY benchmarks/bench_layers.py --batch 256 --threads 1 2 4 8 16 --repeat 3 --no-torch \
