@@ -36,6 +36,10 @@ SHAPES = [
     (2, 3, 4, 4, 7, 5, 5, (1, 1), (2, 2)),  # kernel larger than the image (padding taps)
     (2, 3, 20, 34, 4, 3, 3, (2, 2), (1, 1)),  # stride 2, vector gathers + ragged tail
     (1, 2, 16, 33, 3, 1, 1, (2, 2), (0, 0)),  # 1x1 stride 2 without padding
+    # stride 2 without padding whose even-element loads end exactly at a row's last element:
+    # packed straight from x, no padded copy (pack_source)
+    (2, 3, 10, 32, 4, 1, 1, (2, 2), (0, 0)),
+    (2, 2, 9, 20, 3, 3, 3, (2, 2), (0, 0)),
 ]
 IDS = [f"N{s[0]}C{s[1]}H{s[2]}W{s[3]}O{s[4]}k{s[5]}x{s[6]}s{s[7][0]}{s[7][1]}p{s[8][0]}{s[8][1]}"
        for s in SHAPES]
