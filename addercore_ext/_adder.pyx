@@ -90,6 +90,30 @@ def simd_name():
     return addercore_simd_name().decode()
 
 
+cdef int _PAD_SLACK = 32  # = PAD_SLACK of adder_kernels_impl.h (stride-2 vector gathers)
+
+
+cdef _check_geometry(int N, int C, int H, int W, int kh, int kw, int sh, int sw, int ph,
+                     int pw, int Ho, int Wo, int num_threads):
+    """The drivers trust their arguments inside nogil loops, so every size they index with is
+    checked here first (addercore.ops validates user input; this guards direct callers)."""
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0:
+        raise ValueError(f"kernel/stride must be >= 1 and padding >= 0, got kernel ({kh}, {kw}) "
+                         f"stride ({sh}, {sw}) padding ({ph}, {pw})")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    if Ho != (H + 2 * ph - kh) // sh + 1 or Wo != (W + 2 * pw - kw) // sw + 1 or Ho < 0 or Wo < 0:
+        raise ValueError(f"output (Ho, Wo) = ({Ho}, {Wo}) does not match input ({H}, {W}), "
+                         f"kernel ({kh}, {kw}), stride ({sh}, {sw}), padding ({ph}, {pw})")
+
+
+cdef _check_workspace(name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t need_rows,
+                      Py_ssize_t need_cols):
+    if rows < need_rows or cols < need_cols:
+        raise ValueError(f"{name} must have shape >= ({need_rows}, {need_cols}), "
+                         f"got ({rows}, {cols})")
+
+
 cdef inline void _pack(const floating *x, int C, int H, int W, int kh, int kw, int sh, int sw,
                        int ph, int pw, int h_lo, int h_hi, int Wo, floating *col,
                        long ldc) noexcept nogil:
@@ -150,8 +174,21 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
     cdef floating *xp
     cdef const floating *src
     cdef floating *yt
+    _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
+    if y.shape[0] != N or weight.shape[0] != Cout or weight.shape[1] != K:
+        raise ValueError(f"y must be (N={N}, Cout, Ho, Wo) and weight (Cout, K={K}), got "
+                         f"({y.shape[0]}, {y.shape[1]}, {y.shape[2]}, {y.shape[3]}) and "
+                         f"({weight.shape[0]}, {weight.shape[1]})")
+    if mode != FWD_L1 and mode != FWD_L2 and mode != FWD_DOT:
+        raise ValueError(f"mode must be FORWARD_L1, FORWARD_L2 or FORWARD_CONV, got {mode}")
+    if tile_rows < 1:
+        raise ValueError(f"tile_rows must be >= 1, got {tile_rows}")
     if N == 0 or Cout == 0 or P == 0:
         return
+    _check_workspace("col_workspace", col_workspace.shape[0], col_workspace.shape[1],
+                     num_threads, <Py_ssize_t>K * min(tile_rows, Ho) * Wo)
+    _check_workspace("pad_workspace", pad_workspace.shape[0], pad_workspace.shape[1],
+                     num_threads, <Py_ssize_t>C * (H + 2 * ph) * (W + 2 * pw) + _PAD_SLACK)
     with nogil, parallel(num_threads=num_threads):
         tid = openmp.omp_get_thread_num()
         col = &col_workspace[tid, 0]
@@ -208,8 +245,35 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     cdef floating *xp
     cdef const floating *src
     cdef const floating *gt
+    _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
+    x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    gi_shape = (grad_input.shape[0], grad_input.shape[1], grad_input.shape[2], grad_input.shape[3])
+    go_shape = (grad_output.shape[0], grad_output.shape[1], grad_output.shape[2],
+                grad_output.shape[3])
+    if (go_shape[0] != N or gi_shape != x_shape or weight_t.shape[0] != K
+            or weight_t.shape[1] != Cout):
+        raise ValueError(f"grad_output must be (N={N}, Cout, Ho, Wo), grad_input {x_shape} and "
+                         f"weight_t (K={K}, Cout={Cout}), got {go_shape}, {gi_shape} and "
+                         f"({weight_t.shape[0]}, {weight_t.shape[1]})")
+    if (input_mode != IG_HARDTANH and input_mode != IG_SIGN and input_mode != IG_L2
+            and input_mode != IG_CONV):
+        raise ValueError(f"input_mode must be one of the INPUT_GRAD_* constants, got {input_mode}")
+    if tile_rows < 1 or S < 1:
+        raise ValueError(f"tile_rows and the number of slots must be >= 1, got {tile_rows}, {S}")
     if N == 0:
         return
+    if partial_grad_weight.shape[1] != Cout or partial_grad_weight.shape[2] != K:
+        raise ValueError(f"partial_grad_weight must be (S, Cout={Cout}, K={K}), got "
+                         f"({partial_grad_weight.shape[0]}, {partial_grad_weight.shape[1]}, "
+                         f"{partial_grad_weight.shape[2]})")
+    _check_workspace("partial_grad_sum", partial_grad_sum.shape[0], partial_grad_sum.shape[1],
+                     S, Cout)
+    _check_workspace("col_workspace", col_workspace.shape[0], col_workspace.shape[1],
+                     num_threads, <Py_ssize_t>K * min(tile_rows, Ho) * Wo)
+    _check_workspace("gt_workspace", gt_workspace.shape[0], gt_workspace.shape[1],
+                     num_threads, <Py_ssize_t>Cout * min(tile_rows, Ho) * Wo)
+    _check_workspace("pad_workspace", pad_workspace.shape[0], pad_workspace.shape[1],
+                     num_threads, <Py_ssize_t>C * (H + 2 * ph) * (W + 2 * pw) + _PAD_SLACK)
     count = <Py_ssize_t>C * H * W
     with nogil, parallel(num_threads=num_threads):
         tid = openmp.omp_get_thread_num()
@@ -262,6 +326,8 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, int kh, int kw
     cdef long P = <long>Ho * Wo
     cdef long ldc = cols.shape[1]
     cdef Py_ssize_t n
+    _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
+    _check_workspace("cols", cols.shape[0], cols.shape[1], <Py_ssize_t>C * kh * kw, N * P)
     if N == 0 or cols.shape[0] == 0 or P == 0:
         return
     with nogil:
@@ -277,6 +343,8 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] x, int kh, int kw
     cdef long ldc = cols.shape[1]
     cdef Py_ssize_t n, e, count = <Py_ssize_t>C * H * W
     cdef floating *gx
+    _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
+    _check_workspace("cols", cols.shape[0], cols.shape[1], <Py_ssize_t>C * kh * kw, N * P)
     if N == 0 or count == 0:
         return
     with nogil:

@@ -164,3 +164,46 @@ def test_empty_batch():
 
 def test_simd_name():
     assert fast.simd() in ("avx2+fma", "avx512f", "scalar")
+
+
+def test_raw_drivers_check_workspaces_and_geometry():
+    """The Cython drivers index their buffers inside nogil loops: wrong sizes passed by a direct
+    caller must raise ValueError (naming the argument), never touch memory out of bounds."""
+    from addercore_ext import _adder
+
+    f32 = np.float32
+    x, w = np.zeros((2, 3, 8, 8), f32), np.zeros((4, 27), f32)
+    y, g = np.zeros((2, 4, 8, 8), f32), np.zeros((2, 4, 8, 8), f32)
+    col, xp = np.zeros((1, 27 * 64), f32), np.zeros((1, 3 * 100 + 32), f32)
+    _adder.adder_forward(x, w, y, 3, 3, 1, 1, 1, 1, _adder.FORWARD_L1, 8, col, xp, 1)  # fits
+    cases = [
+        ("col_workspace", dict(col=col[:, :-1])),
+        ("pad_workspace", dict(xp=xp[:, :300])),
+        ("col_workspace", dict(threads=2)),
+        (r"output \(Ho, Wo\)", dict(y=np.zeros((2, 4, 7, 8), f32))),
+        ("mode", dict(mode=7)),
+    ]
+    for match, change in cases:
+        a = dict(y=y, mode=_adder.FORWARD_L1, col=col, xp=xp, threads=1)
+        a.update(change)
+        with pytest.raises(ValueError, match=match):
+            _adder.adder_forward(x, w, a["y"], 3, 3, 1, 1, 1, 1, a["mode"], 8,
+                                 np.ascontiguousarray(a["col"]), np.ascontiguousarray(a["xp"]),
+                                 a["threads"])
+    gi = np.zeros_like(x)
+    wt, gt = np.zeros((27, 4), f32), np.zeros((1, 4 * 64), f32)
+    partial, psum = np.zeros((2, 4, 27), f32), np.zeros((2, 4), f32)
+    args = [x, wt, g, gi, 3, 3, 1, 1, 1, 1, False, _adder.INPUT_GRAD_HARDTANH, 8, col, gt, xp,
+            partial, psum, 1]
+    _adder.adder_backward(*args)  # fits
+    for index, bad, match in [(14, gt[:, :-1], "gt_workspace"),
+                              (16, np.zeros((2, 4, 26), f32), "partial_grad_weight"),
+                              (17, np.zeros((1, 4), f32), "partial_grad_sum"),
+                              (1, np.zeros((4, 27), f32), "weight_t"),
+                              (11, 9, "input_mode")]:
+        bad_args = list(args)
+        bad_args[index] = np.ascontiguousarray(bad) if isinstance(bad, np.ndarray) else bad
+        with pytest.raises(ValueError, match=match):
+            _adder.adder_backward(*bad_args)
+    with pytest.raises(ValueError, match="cols"):
+        _adder.im2col(x, np.zeros((27, 2 * 64 - 1), f32), 3, 3, 1, 1, 1, 1, 8, 8, 1)
