@@ -7,8 +7,8 @@ Design
 Every adder layer is followed by BatchNorm, so its cost is paid 19 times per ResNet-20 step;
 numpy needs ~6 passes over the activation for the forward and ~8 for the backward, each with
 a temporary. Here one channel is one unit of work: ``prange(C, schedule="static")`` gives each
-thread whole channels, and inside a channel the sums over (n, h, w) run sequentially in a
-fixed order, accumulated in double. So results do not depend on the thread count, and the
+thread whole channels, and inside a channel the sums over (n, h, w) run in a fixed order
+(a few interleaved accumulators, so consecutive adds do not wait for each other), in double. So results do not depend on the thread count, and the
 float32 statistics are more accurate than float32 pairwise sums (adder outputs are ~1e2-1e3
 with small spread: the two-pass variance below avoids cancellation).
 
@@ -35,6 +35,20 @@ ctypedef fused floating:
     double
 
 
+cdef extern from "norm_select.h" nogil:
+    double addercore_masked_f32(float g, float out)
+    double addercore_masked_f64(double g, double out)
+
+
+cdef inline double _masked(floating g, floating out) noexcept nogil:
+    """g where out > 0, else 0 (NaN out masks too, as ReLU's backward), without a branch
+    (norm_select.h: the mask is ~50% random, a branch on it is mispredicted half the time)."""
+    if floating is float:
+        return addercore_masked_f32(g, out)
+    else:
+        return addercore_masked_f64(g, out)
+
+
 def batch_norm_forward(const floating[:, :, ::1] x, const floating[::1] weight,
                        const floating[::1] bias, floating[:, :, ::1] y,
                        double[::1] mean, double[::1] var, double[::1] invstd,
@@ -48,7 +62,7 @@ def batch_norm_forward(const floating[:, :, ::1] x, const floating[::1] weight,
     ``y = max(y, 0)`` (NaN propagates, as numpy's maximum)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2]
     cdef Py_ssize_t c, n, i
-    cdef double s, d, m, scale, shift
+    cdef double s0, s1, s2, s3, d, m, scale, shift
     cdef floating v
     cdef double count = <double>(N * HW)
     cdef bint has_residual = residual is not None
@@ -57,18 +71,47 @@ def batch_norm_forward(const floating[:, :, ::1] x, const floating[::1] weight,
         raise ValueError("residual must have the shape of x")
     for c in prange(C, schedule="static", nogil=True, num_threads=num_threads):
         if training:
-            s = 0.0
+            # four interleaved double accumulators (element i goes to i % 4 of each row; the
+            # row tail to the first): no add waits for the previous one, and the order depends
+            # on the shape only, never on the thread count
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
             for n in range(N):
-                for i in range(HW):
-                    s = s + x[n, c, i]
-            m = s / count
-            s = 0.0
+                i = 0
+                while i + 4 <= HW:
+                    s0 = s0 + x[n, c, i]
+                    s1 = s1 + x[n, c, i + 1]
+                    s2 = s2 + x[n, c, i + 2]
+                    s3 = s3 + x[n, c, i + 3]
+                    i = i + 4
+                while i < HW:
+                    s0 = s0 + x[n, c, i]
+                    i = i + 1
+            m = ((s0 + s1) + (s2 + s3)) / count
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
             for n in range(N):
-                for i in range(HW):
+                i = 0
+                while i + 4 <= HW:
                     d = x[n, c, i] - m
-                    s = s + d * d
+                    s0 = s0 + d * d
+                    d = x[n, c, i + 1] - m
+                    s1 = s1 + d * d
+                    d = x[n, c, i + 2] - m
+                    s2 = s2 + d * d
+                    d = x[n, c, i + 3] - m
+                    s3 = s3 + d * d
+                    i = i + 4
+                while i < HW:
+                    d = x[n, c, i] - m
+                    s0 = s0 + d * d
+                    i = i + 1
             mean[c] = m
-            var[c] = s / count
+            var[c] = ((s0 + s1) + (s2 + s3)) / count
         invstd[c] = 1.0 / sqrt(var[c] + eps)
         scale = invstd[c] * weight[c]
         shift = bias[c] - mean[c] * scale
@@ -102,7 +145,7 @@ def batch_norm_backward(const floating[:, :, ::1] x, const floating[::1] weight,
     H·W) or None: receives that masked g (the gradient of the residual; needs ``output``)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2]
     cdef Py_ssize_t c, n, i
-    cdef double sg, sgx, g, xhat, m, istd, scale, mean_g, mean_gx
+    cdef double sg, sg1, sgx, sgx1, g, g1, xhat, m, istd, scale, mean_g, mean_gx
     cdef double count = <double>(N * HW)
     cdef bint masked = output is not None
     cdef bint has_grad_residual = grad_residual is not None
@@ -114,23 +157,49 @@ def batch_norm_backward(const floating[:, :, ::1] x, const floating[::1] weight,
     for c in prange(C, schedule="static", nogil=True, num_threads=num_threads):
         m = mean[c]
         istd = invstd[c]
+        # Σ g and Σ g·(x - mean) in two interleaved double accumulators each (element i of a
+        # row goes to i % 2; fixed by the shape, as in the forward)
         sg = 0.0
+        sg1 = 0.0
         sgx = 0.0
+        sgx1 = 0.0
         if masked:
             for n in range(N):
-                for i in range(HW):
-                    g = grad_output[n, c, i] if output[n, c, i] > 0 else 0.0
+                i = 0
+                while i + 2 <= HW:
+                    g = _masked(grad_output[n, c, i], output[n, c, i])
+                    g1 = _masked(grad_output[n, c, i + 1], output[n, c, i + 1])
+                    if has_grad_residual:
+                        grad_residual[n, c, i] = <floating>g
+                        grad_residual[n, c, i + 1] = <floating>g1
+                    sg = sg + g
+                    sgx = sgx + g * (x[n, c, i] - m)
+                    sg1 = sg1 + g1
+                    sgx1 = sgx1 + g1 * (x[n, c, i + 1] - m)
+                    i = i + 2
+                if i < HW:
+                    g = _masked(grad_output[n, c, i], output[n, c, i])
                     if has_grad_residual:
                         grad_residual[n, c, i] = <floating>g
                     sg = sg + g
                     sgx = sgx + g * (x[n, c, i] - m)
         else:
             for n in range(N):
-                for i in range(HW):
+                i = 0
+                while i + 2 <= HW:
+                    g = grad_output[n, c, i]
+                    g1 = grad_output[n, c, i + 1]
+                    sg = sg + g
+                    sgx = sgx + g * (x[n, c, i] - m)
+                    sg1 = sg1 + g1
+                    sgx1 = sgx1 + g1 * (x[n, c, i + 1] - m)
+                    i = i + 2
+                if i < HW:
                     g = grad_output[n, c, i]
                     sg = sg + g
                     sgx = sgx + g * (x[n, c, i] - m)
-        sgx = sgx * istd
+        sg = sg + sg1
+        sgx = (sgx + sgx1) * istd
         grad_bias[c] = sg
         grad_weight[c] = sgx
         scale = weight[c] * istd
@@ -141,7 +210,7 @@ def batch_norm_backward(const floating[:, :, ::1] x, const floating[::1] weight,
                 for n in range(N):
                     for i in range(HW):
                         xhat = (x[n, c, i] - m) * istd
-                        g = grad_output[n, c, i] if output[n, c, i] > 0 else 0.0
+                        g = _masked(grad_output[n, c, i], output[n, c, i])
                         grad_input[n, c, i] = <floating>(scale * (g - mean_g - xhat * mean_gx))
             else:
                 for n in range(N):
@@ -152,7 +221,7 @@ def batch_norm_backward(const floating[:, :, ::1] x, const floating[::1] weight,
         elif masked:
             for n in range(N):
                 for i in range(HW):
-                    g = grad_output[n, c, i] if output[n, c, i] > 0 else 0.0
+                    g = _masked(grad_output[n, c, i], output[n, c, i])
                     grad_input[n, c, i] = <floating>(scale * g)
         else:
             for n in range(N):
@@ -165,4 +234,4 @@ def relu_backward(const floating[::1] x, const floating[::1] grad_output,
     """grad_input = grad_output where x > 0, else 0 (flat arrays of one size)."""
     cdef Py_ssize_t i, size = x.shape[0]
     for i in prange(size, schedule="static", nogil=True, num_threads=num_threads):
-        grad_input[i] = grad_output[i] if x[i] > 0 else 0
+        grad_input[i] = <floating>_masked(grad_output[i], x[i])
