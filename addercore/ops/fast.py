@@ -195,17 +195,15 @@ def _sum_slots(partial):
     return total
 
 
-def _im2col_2d(x, kernel, stride, padding, workspace=None):
-    """Patch matrix of the whole batch, images side by side: (C·kh·kw, N·Ho·Wo).
-
-    With ``workspace`` (a name), the matrix is a cached workspace (valid until the next call
-    that uses the same name); otherwise a fresh array."""
+def _im2col_2d(x, kernel, stride, padding):
+    """Patch matrix of the whole batch, images side by side: (C·kh·kw, N·Ho·Wo), a fresh
+    array (the public :func:`im2col`; the layers themselves pack per-thread tiles)."""
     n, c, h, w = x.shape
     kh, kw = kernel
     (sh, sw), (ph, pw) = stride, padding
     ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
     shape = (c * kh * kw, n * ho * wo)
-    cols = np.empty(shape, x.dtype) if workspace is None else _workspace(workspace, x.dtype, shape)
+    cols = np.empty(shape, x.dtype)
     _adder.im2col(x, cols, kh, kw, sh, sw, ph, pw, ho, wo, get_num_threads())
     return cols, ho, wo
 
