@@ -8,7 +8,8 @@ is not compiled, and :mod:`addercore._backend` then falls back to the reference.
 
 Threads: every call reads :func:`addercore.threads.get_num_threads`; results do not depend on it.
 
-Memory: each call allocates its outputs only.  Workspaces (per thread: one packed-patch tile
+Memory: each call allocates its outputs (and, for the backward, a (K, Cout) transposed copy of
+the filters, at most 147 KiB in ResNet-20).  Workspaces (per thread: one packed-patch tile
 of K × (a few output rows) elements, ~128 KiB, and a zero-padded copy of one input image; for
 the backward also the transposed grad_output tile, and the per-slot filter-gradient partial sums of
 ``slots × Cout × K``) are cached per Python thread and dtype and grown on demand, so the hot
@@ -271,7 +272,8 @@ def conv2d_backward(x, weight, grad_output, stride, padding):
 def batch_norm2d_forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
     """Same contract as the reference: returns ``(y, mean, invstd)`` ((N, C, H, W), (C,), (C,))
     and updates the running buffers in place when training. Statistics are summed per channel
-    in double, sequentially. Allocates y and (C,) vectors."""
+    in double in a fixed order (interleaved accumulators, independent of the thread count).
+    Allocates y and (C,) vectors."""
     return _batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum,
                                eps, None, False)
 
