@@ -43,6 +43,7 @@ import numpy as np
 
 from . import functional as F
 from . import io as aio
+from . import nn
 from .data import BatchLoader, load_cifar10, load_cifar100
 from .data.transforms import CIFAR10_MEAN, CIFAR10_STD
 from .models import MODELS
@@ -60,7 +61,7 @@ METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_ac
                  "skipped_steps", "train_time_s", "train_images_per_s", "eval_time_s",
                  "eval_images_per_s", "elapsed_s")
 # Settings that decide the numbers: a resumed run must use the same values.
-RESUME_MUST_MATCH = ("dataset", "model", "kind", "norm", "epochs", "batch_size", "lr", "eta",
+RESUME_MUST_MATCH = ("dataset", "model", "kind", "norm", "filter_grad", "epochs", "batch_size", "lr", "eta",
                      "momentum", "weight_decay", "seed", "train_subset", "test_subset", "dtype",
                      "augment", "test_batch_size", "max_steps_per_epoch")
 
@@ -88,6 +89,7 @@ class TrainConfig:
     model: str = "resnet20"           # resnet20 | resnet32 | resnet56 | vgg_small
     kind: str = "adder"               # "adder" | "cnn"
     norm: str = "l1"                  # "l1" | "l2"
+    filter_grad: str = "full"         # adder filter gradient: "full" (X - F, the paper) | "sign"
     epochs: int = 400
     batch_size: int = 256
     lr: float = 0.1
@@ -130,6 +132,7 @@ class TrainConfig:
         choice("model", CIFAR_MODELS)
         choice("kind", ("adder", "cnn"))
         choice("norm", ("l1", "l2"))
+        choice("filter_grad", ("full", "sign"))
         choice("dtype", ("float32", "float64"))
         for name in ("epochs", "batch_size", "test_batch_size"):
             pos_int(name)
@@ -155,8 +158,13 @@ def build_model(config):
     """The model of ``config`` (fresh initialisation seeded by ``config.seed``)."""
     num_classes = 10 if config.dataset == "cifar10" else 100
     rng = np.random.default_rng(config.seed)
-    return MODELS[config.model](num_classes=num_classes, kind=config.kind, norm=config.norm,
-                                eta=config.eta, dtype=np.dtype(config.dtype), rng=rng)
+    model = MODELS[config.model](num_classes=num_classes, kind=config.kind, norm=config.norm,
+                                 eta=config.eta, dtype=np.dtype(config.dtype), rng=rng)
+    if config.filter_grad != "full":  # the supplement's sign-gradient ablation (Table 1)
+        for m in model.modules():
+            if isinstance(m, nn.Adder2d):
+                m.filter_grad = config.filter_grad
+    return model
 
 
 def load_data(config, with_train=True):
@@ -326,8 +334,10 @@ class Trainer:
                              f"use --eval-only for weight files")
         saved = meta["config"]
         mine = self.config.as_dict()
-        diff = [f"{k}: checkpoint {saved.get(k)!r}, now {mine[k]!r}" for k in RESUME_MUST_MATCH
-                if saved.get(k) != mine[k]]
+        # settings added after a checkpoint was written compare as their defaults
+        defaults = TrainConfig().as_dict()
+        diff = [f"{k}: checkpoint {saved.get(k, defaults[k])!r}, now {mine[k]!r}"
+                for k in RESUME_MUST_MATCH if saved.get(k, defaults[k]) != mine[k]]
         if diff:
             raise ValueError(f"{path}: the run was started with other settings; resuming would "
                              "not reproduce it: " + "; ".join(diff))

@@ -76,6 +76,9 @@ def build_parser():
                         "same topology) in the blocks; first conv and classifier always multiply")
     g.add_argument("--norm", choices=("l1", "l2"), default=d.norm,
                    help="adder distance: l1 (the paper) or squared l2 (supplement)")
+    g.add_argument("--filter-grad", choices=("full", "sign"), default=d.filter_grad,
+                   help="adder filter gradient: full (X - F, the paper) or sign (the "
+                        "supplement's ablation)")
     g.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype,
                    help="floating-point type of weights and activations")
     g = p.add_argument_group("optimisation (defaults: the authors' recipe)")
@@ -117,7 +120,8 @@ def build_parser():
 def config_from_args(args):
     return TrainConfig(
         dataset=args.dataset, data_dir=args.data_dir, download=not args.no_download,
-        model=args.model, kind=args.kind, norm=args.norm, epochs=args.epochs,
+        model=args.model, kind=args.kind, norm=args.norm, filter_grad=args.filter_grad,
+        epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, eta=args.eta, momentum=args.momentum,
         weight_decay=args.weight_decay, threads=args.threads, seed=args.seed,
         train_subset=args.train_subset, test_subset=args.test_subset, out=args.out,
