@@ -90,7 +90,7 @@ def simd_name():
     return addercore_simd_name().decode()
 
 
-cdef int _PAD_SLACK = 32  # = PAD_SLACK of adder_kernels_impl.h (stride-2 vector gathers)
+cdef int _PAD_SLACK = 32  # = PAD_SLACK of adder_pack.h (stride-2 vector gathers)
 
 
 cdef _check_geometry(int N, int C, int H, int W, int kh, int kw, int sh, int sw, int ph,
