@@ -21,7 +21,7 @@ import threading
 import numpy as np
 
 from addercore_ext import _adder  # ImportError here selects the numpy backend
-from addercore_ext import _norm
+from addercore_ext import _batchnorm
 
 from ..threads import get_num_threads
 
@@ -267,7 +267,7 @@ def conv2d_backward(x, weight, grad_output, stride, padding):
 
 # --------------------------------------------------------------------------------------------
 # BatchNorm2d (alone or fused with + residual and ReLU) and ReLU backward
-# (addercore_ext/_norm.pyx: one channel per work unit)
+# (addercore_ext/_batchnorm.pyx: one channel per work unit)
 # --------------------------------------------------------------------------------------------
 def batch_norm2d_forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
     """Same contract as the reference: returns ``(y, mean, invstd)`` ((N, C, H, W), (C,), (C,))
@@ -294,7 +294,7 @@ def batch_norm2d_relu_apply(x, weight, bias, stats, eps, residual):
     n, c, h, w = x.shape
     mean, var = (np.array(s, dtype=np.float64) for s in stats)  # (C,) copies, writable
     y = np.empty_like(x)
-    _norm.batch_norm_forward(x.reshape(n, c, h * w), weight, bias, y.reshape(n, c, h * w),
+    _batchnorm.batch_norm_forward(x.reshape(n, c, h * w), weight, bias, y.reshape(n, c, h * w),
                              mean, var, np.empty(c), False, eps, get_num_threads(),
                              None if residual is None else residual.reshape(n, c, h * w), True)
     return y
@@ -309,7 +309,7 @@ def _batch_norm_forward(x, weight, bias, running_mean, running_var, training, mo
     invstd = np.empty(c)
     x3 = x.reshape(n, c, h * w)
     r3 = None if residual is None else residual.reshape(n, c, h * w)
-    _norm.batch_norm_forward(x3, weight, bias, y.reshape(n, c, h * w), mean, var, invstd,
+    _batchnorm.batch_norm_forward(x3, weight, bias, y.reshape(n, c, h * w), mean, var, invstd,
                              training, eps, get_num_threads(), r3, relu)
     if training and running_mean is not None:
         count = n * h * w
@@ -345,7 +345,7 @@ def _batch_norm_backward(x, weight, output, grad_output, mean, invstd, training,
     grad_residual = np.empty_like(x) if residual else None
     grad_weight = np.empty(c)
     grad_bias = np.empty(c)
-    _norm.batch_norm_backward(
+    _batchnorm.batch_norm_backward(
         x.reshape(shape3), weight, grad_output.reshape(shape3),
         mean.astype(np.float64), invstd.astype(np.float64), grad_input.reshape(shape3),
         grad_weight, grad_bias, training, get_num_threads(),
@@ -357,6 +357,6 @@ def _batch_norm_backward(x, weight, output, grad_output, mean, invstd, training,
 def relu_backward(x, grad_output):
     """grad_output where x > 0, else 0 (one pass, no temporaries)."""
     grad_input = np.empty_like(x)
-    _norm.relu_backward(x.reshape(-1), grad_output.reshape(-1), grad_input.reshape(-1),
+    _batchnorm.relu_backward(x.reshape(-1), grad_output.reshape(-1), grad_input.reshape(-1),
                         get_num_threads())
     return grad_input
