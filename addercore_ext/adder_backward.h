@@ -227,6 +227,10 @@ static void FN(filter_grad_sign_tile)(const T_IN *col, const T_IN *wT, const T_A
  * IG_CONV: the convolution's col[k, p] <- Σ_t w[t, k]·g[t, p] (the patches are not read).
  * Block IG_KB taps × IG_PV vectors of positions; a block reads only its own patch entries,
  * so it can overwrite them.  Then unpack_patches_add gathers col into the input gradient.
+ * Columns up to P rounded up to whole vectors must exist in col and g (the padded tile:
+ * pack_tile and copy_tile zero the columns past the tile; they are computed and ignored); the last vectors (< IG_PV) run in blocks of IG_KB1 taps ×
+ * 1 vector, so every position is computed in vector lanes whatever the output width.
+ * Each dcol[k, p] is one accumulator chain over t, so the grouping changes no result.
  * ------------------------------------------------------------------------------------- */
 #define IG_HARDTANH 0 /* input-gradient factor clip(-D, -1, 1) (adder, spec §2) */
 #define IG_SIGN 1 /* input-gradient factor sgn(-D) (adder "sign"/ℓ1 exact) */
@@ -238,6 +242,9 @@ static void FN(filter_grad_sign_tile)(const T_IN *col, const T_IN *wT, const T_A
 #ifndef IG_PV
 #define IG_PV 2 /* vectors of positions per input-gradient register block */
 #endif
+#ifndef IG_KB1
+#define IG_KB1 8 /* taps per register block of the last (< IG_PV) vectors of a tile */
+#endif
 
 static inline __attribute__((always_inline)) V_ACC FN(ig_term)(V_ACC nd, V_ACC gv, V_ACC acc, int mode,
                                                             V_ACC lo, V_ACC hi)
@@ -248,14 +255,37 @@ static inline __attribute__((always_inline)) V_ACC FN(ig_term)(V_ACC nd, V_ACC g
     return VOP(fma)(nd, gv, acc);
 }
 
-static inline __attribute__((always_inline)) T_ACC FN(ig_term_scalar)(T_ACC nd, T_ACC gv, T_ACC acc, int mode)
+/* One register block: KB taps (rows k0.. of col and wT) × NV vectors of positions from
+ * column p0, in place.  KB, NV and mode are compile-time constants at every call site. */
+static inline __attribute__((always_inline)) void FN(input_grad_block)(
+    T_ACC *cp, long ldc, const T_IN *wk, const T_ACC *gp, long ldg, int Cout, const int KB,
+    const int NV, int mode)
 {
-    if (mode == IG_HARDTANH) {
-        T_ACC f = nd < (T_ACC)-1 ? (T_ACC)-1 : (nd > (T_ACC)1 ? (T_ACC)1 : nd);
-        return acc + f * gv;
+    const V_ACC lo = VOP(set1)((T_ACC)-1), hi = VOP(set1)((T_ACC)1), one = VOP(set1)((T_ACC)1);
+    V_ACC acc[IG_KB1 > IG_KB ? IG_KB1 : IG_KB][IG_PV];
+    for (int a = 0; a < KB; a++)
+        for (int b = 0; b < NV; b++) acc[a][b] = VOP(zero)();
+    for (int t = 0; t < Cout; t++) {
+        V_ACC gv[IG_PV];
+        for (int b = 0; b < NV; b++) gv[b] = VOP(load)(gp + (long)t * ldg + b * VLANES);
+        for (int a = 0; a < KB; a++) {
+            V_ACC wv = VOP(set1)(wk[(long)a * Cout + t]);
+            for (int b = 0; b < NV; b++) {
+                if (mode == IG_CONV) {
+                    acc[a][b] = VOP(fma)(wv, gv[b], acc[a][b]);
+                    continue;
+                }
+                V_ACC nd = VOP(diff)(wv, VOP(load)(cp + (long)a * ldc + b * VLANES), one);
+                acc[a][b] = FN(ig_term)(nd, gv[b], acc[a][b], mode, lo, hi);
+            }
+        }
     }
-    if (mode == IG_SIGN) return acc + (nd != nd ? nd : (nd > 0 ? gv : (T_ACC)0) - (nd < 0 ? gv : (T_ACC)0));
-    return acc + nd * gv;
+    for (int a = 0; a < KB; a++)
+        for (int b = 0; b < NV; b++) {
+            V_ACC r = acc[a][b];
+            if (mode == IG_L2) r = VOP(add)(r, r);
+            VOP(store)(cp + (long)a * ldc + b * VLANES, r);
+        }
 }
 
 static inline __attribute__((always_inline)) void FN(input_grad_body)(T_ACC *col, const T_IN *wT,
@@ -264,89 +294,30 @@ static inline __attribute__((always_inline)) void FN(input_grad_body)(T_ACC *col
                                                                       int mode)
 {
     const long PB = (long)IG_PV * VLANES;
-    const V_ACC lo = VOP(set1)((T_ACC)-1), hi = VOP(set1)((T_ACC)1), one = VOP(set1)((T_ACC)1);
     long p0 = 0;
     for (; p0 + PB <= P; p0 += PB) {
         int k0 = 0;
-        for (; k0 + IG_KB <= K; k0 += IG_KB) {
-            V_ACC acc[IG_KB][IG_PV];
-            for (int a = 0; a < IG_KB; a++)
-                for (int b = 0; b < IG_PV; b++) acc[a][b] = VOP(zero)();
-            T_ACC *cp = col + (long)k0 * P + p0;
-            for (int t = 0; t < Cout; t++) {
-                V_ACC gv[IG_PV];
-                for (int b = 0; b < IG_PV; b++) gv[b] = VOP(load)(g + (long)t * ldg + p0 + b * VLANES);
-                for (int a = 0; a < IG_KB; a++) {
-                    V_ACC wv = VOP(set1)(wT[(long)(k0 + a) * Cout + t]);
-                    for (int b = 0; b < IG_PV; b++) {
-                        if (mode == IG_CONV) {
-                            acc[a][b] = VOP(fma)(wv, gv[b], acc[a][b]);
-                            continue;
-                        }
-                        V_ACC nd = VOP(diff)(wv, VOP(load)(cp + (long)a * P + b * VLANES), one);
-                        acc[a][b] = FN(ig_term)(nd, gv[b], acc[a][b], mode, lo, hi);
-                    }
-                }
-            }
-            for (int a = 0; a < IG_KB; a++)
-                for (int b = 0; b < IG_PV; b++) {
-                    V_ACC r = acc[a][b];
-                    if (mode == IG_L2) r = VOP(add)(r, r);
-                    VOP(store)(cp + (long)a * P + b * VLANES, r);
-                }
-        }
-        for (; k0 < K; k0++) {
-            V_ACC acc[IG_PV];
-            for (int b = 0; b < IG_PV; b++) acc[b] = VOP(zero)();
-            T_ACC *cp = col + (long)k0 * P + p0;
-            for (int t = 0; t < Cout; t++) {
-                V_ACC wv = VOP(set1)(wT[(long)k0 * Cout + t]);
-                for (int b = 0; b < IG_PV; b++) {
-                    V_ACC gv = VOP(load)(g + (long)t * ldg + p0 + b * VLANES);
-                    if (mode == IG_CONV) {
-                        acc[b] = VOP(fma)(wv, gv, acc[b]);
-                        continue;
-                    }
-                    V_ACC nd = VOP(diff)(wv, VOP(load)(cp + b * VLANES), one);
-                    acc[b] = FN(ig_term)(nd, gv, acc[b], mode, lo, hi);
-                }
-            }
-            for (int b = 0; b < IG_PV; b++) {
-                V_ACC r = acc[b];
-                if (mode == IG_L2) r = VOP(add)(r, r);
-                VOP(store)(cp + b * VLANES, r);
-            }
-        }
+        for (; k0 + IG_KB <= K; k0 += IG_KB)
+            FN(input_grad_block)(col + (long)k0 * P + p0, P, wT + (long)k0 * Cout, g + p0, ldg,
+                                 Cout, IG_KB, IG_PV, mode);
+        for (; k0 < K; k0++)
+            FN(input_grad_block)(col + (long)k0 * P + p0, P, wT + (long)k0 * Cout, g + p0, ldg,
+                                 Cout, 1, IG_PV, mode);
     }
-    for (; p0 + VLANES <= P; p0 += VLANES) {
-        for (int k = 0; k < K; k++) {
-            V_ACC acc = VOP(zero)();
-            T_ACC *cp = col + (long)k * P + p0;
-            V_ACC c = VOP(load)(cp);
-            for (int t = 0; t < Cout; t++) {
-                V_ACC wv = VOP(set1)(wT[(long)k * Cout + t]), gv = VOP(load)(g + (long)t * ldg + p0);
-                if (mode == IG_CONV) acc = VOP(fma)(wv, gv, acc);
-                else acc = FN(ig_term)(VOP(diff)(wv, c, one), gv, acc, mode, lo, hi);
-            }
-            if (mode == IG_L2) acc = VOP(add)(acc, acc);
-            VOP(store)(cp, acc);
-        }
-    }
-    for (long p = p0; p < P; p++) {
-        for (int k = 0; k < K; k++) {
-            T_ACC acc = (T_ACC)0, c = col[(long)k * P + p];
-            for (int t = 0; t < Cout; t++)
-                acc = mode == IG_CONV ? acc + wT[(long)k * Cout + t] * g[(long)t * ldg + p]
-                                      : FN(ig_term_scalar)(wT[(long)k * Cout + t] - c,
-                                                           g[(long)t * ldg + p], acc, mode);
-            if (mode == IG_L2) acc = acc + acc;
-            col[(long)k * P + p] = acc;
-        }
+    for (; p0 < P; p0 += VLANES) { /* a partial last vector runs whole (see above) */
+        int k0 = 0;
+        for (; k0 + IG_KB1 <= K; k0 += IG_KB1)
+            FN(input_grad_block)(col + (long)k0 * P + p0, P, wT + (long)k0 * Cout, g + p0, ldg,
+                                 Cout, IG_KB1, 1, mode);
+        for (; k0 < K; k0++)
+            FN(input_grad_block)(col + (long)k0 * P + p0, P, wT + (long)k0 * Cout, g + p0, ldg,
+                                 Cout, 1, 1, mode);
     }
 }
 
-static void FN(input_grad_tile)(T_ACC *col, const T_IN *wT, const T_ACC *g, long ldg, int Cout, int K,
-                                long P, int mode)
+/* col, g: columns up to P rounded up to whole vectors must exist (see above) */
+static void FN(input_grad_tile)(T_ACC *col, const T_IN *wT, const T_ACC *g, long ldg, int Cout,
+                                int K, long P, int mode)
 {
     if (mode == IG_HARDTANH) FN(input_grad_body)(col, wT, g, ldg, Cout, K, P, IG_HARDTANH);
     else if (mode == IG_SIGN) FN(input_grad_body)(col, wT, g, ldg, Cout, K, P, IG_SIGN);

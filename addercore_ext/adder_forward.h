@@ -9,14 +9,24 @@
  * fused multiply-add per tap (not bit-exact with a BLAS GEMM, but the same for any thread
  * count).
  * Register block: FWD_TB filters × FWD_PV vectors of contiguous positions; the tap loop k is
- * innermost and sequential, lanes are different outputs.
- * col: (K, P) tile (row stride P); w: (Cout, K); y: (Cout, ldy) (first P columns written).
+ * innermost and sequential, lanes are different outputs.  Positions left after the whole
+ * blocks (fewer than FWD_PV vectors: the end of an image) run in blocks of FWD_TB1 filters ×
+ * 1 vector, the last vector possibly partial: every position is computed in vector lanes
+ * (there is no scalar path), so the speed per tap does not depend on the output width.
+ * How positions are grouped into lanes does not change any result: each output is its own
+ * accumulator chain over k.
+ * col: (K, ldc) tile with ldc >= P rounded up to whole vectors, columns [P, ldc) readable
+ * (pack_tile zeroes them; their lanes are computed and discarded); w: (Cout, K);
+ * y: (Cout, ldy) (first P columns written, nothing past them).
  * ------------------------------------------------------------------------------------- */
 #ifndef FWD_TB
 #define FWD_TB 4 /* filters per forward register block */
 #endif
 #ifndef FWD_PV
 #define FWD_PV 2 /* vectors of positions per forward register block */
+#endif
+#ifndef FWD_TB1
+#define FWD_TB1 8 /* filters per register block of the last (< FWD_PV) vectors of a tile */
 #endif
 
 #define FWD_L1 0  /* acc += |c - w|, output -acc (adder, spec §1) */
@@ -32,87 +42,84 @@ static inline __attribute__((always_inline)) V_ACC FN(fwd_term)(V_IN c, V_IN wv,
     return VOP(add)(acc, mode == FWD_L2 ? VOP(mul)(d, d) : VOP(abs)(d));
 }
 
-static inline __attribute__((always_inline)) T_ACC FN(fwd_term_scalar)(T_IN c, T_IN w, T_ACC acc,
-                                                                       int mode)
-{
-    if (mode == FWD_DOT) return acc + (T_ACC)c * (T_ACC)w; /* leftover positions only */
-    T_ACC d = (T_ACC)c - (T_ACC)w;
-    return acc + (mode == FWD_L2 ? d * d : (d < 0 ? -d : (d == 0 ? (T_ACC)0 : d)));
-}
-
 static inline __attribute__((always_inline)) V_ACC FN(fwd_result)(V_ACC acc, int mode)
 {
     return mode == FWD_DOT ? acc : VOP(neg)(acc);
 }
 
-static inline __attribute__((always_inline)) void FN(forward_body)(const T_IN *col, const T_IN *w,
-                                                                   int Cout, int K, long P,
-                                                                   T_ACC *y, long ldy, int mode)
+/* the first n lanes of v into dst (the partial last vector of a tile) */
+static inline __attribute__((always_inline)) void FN(store_lanes)(T_ACC *dst, V_ACC v, int n)
+{
+    T_ACC lanes[VLANES];
+    VOP(store)(lanes, v);
+    for (int l = 0; l < n; l++) dst[l] = lanes[l];
+}
+
+/* One register block: TB filters (from row t0 of w, given as wt) × NV vectors of positions
+ * starting at cp (column p0 of the tile) -> y rows at yp (stride ldy).  The last vector
+ * stores only its first `last` lanes.  TB, NV and mode are compile-time constants at every
+ * call site (the function is always inlined), so acc[][] lives in registers. */
+static inline __attribute__((always_inline)) void FN(forward_block)(
+    const T_IN *cp, long ldc, const T_IN *wt, int K, T_ACC *yp, long ldy, int last,
+    const int TB, const int NV, int mode)
+{
+    const V_IN one = VOP(set1)((T_IN)1);
+    V_ACC acc[FWD_TB1 > FWD_TB ? FWD_TB1 : FWD_TB][FWD_PV];
+    for (int a = 0; a < TB; a++)
+        for (int b = 0; b < NV; b++) acc[a][b] = VOP(zero)();
+    for (int k = 0; k < K; k++, cp += ldc) {
+        V_IN c[FWD_PV];
+        for (int b = 0; b < NV; b++) c[b] = VOP(load)(cp + b * VLANES);
+        for (int a = 0; a < TB; a++) {
+            V_IN wv = VOP(set1)(wt[(long)a * K + k]);
+            for (int b = 0; b < NV; b++) acc[a][b] = FN(fwd_term)(c[b], wv, acc[a][b], one, mode);
+        }
+    }
+    for (int a = 0; a < TB; a++)
+        for (int b = 0; b < NV; b++) {
+            T_ACC *dst = yp + (long)a * ldy + b * VLANES;
+            if (b == NV - 1 && last < VLANES) FN(store_lanes)(dst, FN(fwd_result)(acc[a][b], mode), last);
+            else VOP(store)(dst, FN(fwd_result)(acc[a][b], mode));
+        }
+}
+
+static inline __attribute__((always_inline)) void FN(forward_body)(const T_IN *col, long ldc,
+                                                                   const T_IN *w, int Cout,
+                                                                   int K, long P, T_ACC *y,
+                                                                   long ldy, int mode)
 {
     const long PB = (long)FWD_PV * VLANES;
-    const V_IN one = VOP(set1)((T_IN)1);
     long p0 = 0;
     for (; p0 + PB <= P; p0 += PB) {
         int t0 = 0;
-        for (; t0 + FWD_TB <= Cout; t0 += FWD_TB) {
-            V_ACC acc[FWD_TB][FWD_PV];
-            for (int a = 0; a < FWD_TB; a++)
-                for (int b = 0; b < FWD_PV; b++) acc[a][b] = VOP(zero)();
-            const T_IN *wt = w + (long)t0 * K;
-            const T_IN *cp = col + p0;
-            for (int k = 0; k < K; k++, cp += P) {
-                V_IN c[FWD_PV];
-                for (int b = 0; b < FWD_PV; b++) c[b] = VOP(load)(cp + b * VLANES);
-                for (int a = 0; a < FWD_TB; a++) {
-                    V_IN wv = VOP(set1)(wt[(long)a * K + k]);
-                    for (int b = 0; b < FWD_PV; b++)
-                        acc[a][b] = FN(fwd_term)(c[b], wv, acc[a][b], one, mode);
-                }
-            }
-            for (int a = 0; a < FWD_TB; a++)
-                for (int b = 0; b < FWD_PV; b++)
-                    VOP(store)(y + (long)(t0 + a) * ldy + p0 + b * VLANES, FN(fwd_result)(acc[a][b], mode));
-        }
-        for (; t0 < Cout; t0++) { /* leftover filters, one at a time */
-            V_ACC acc[FWD_PV];
-            for (int b = 0; b < FWD_PV; b++) acc[b] = VOP(zero)();
-            const T_IN *wt = w + (long)t0 * K;
-            const T_IN *cp = col + p0;
-            for (int k = 0; k < K; k++, cp += P) {
-                V_IN wv = VOP(set1)(wt[k]);
-                for (int b = 0; b < FWD_PV; b++)
-                    acc[b] = FN(fwd_term)(VOP(load)(cp + b * VLANES), wv, acc[b], one, mode);
-            }
-            for (int b = 0; b < FWD_PV; b++)
-                VOP(store)(y + (long)t0 * ldy + p0 + b * VLANES, FN(fwd_result)(acc[b], mode));
-        }
+        for (; t0 + FWD_TB <= Cout; t0 += FWD_TB)
+            FN(forward_block)(col + p0, ldc, w + (long)t0 * K, K, y + (long)t0 * ldy + p0, ldy,
+                              VLANES, FWD_TB, FWD_PV, mode);
+        for (; t0 < Cout; t0++) /* leftover filters, one at a time */
+            FN(forward_block)(col + p0, ldc, w + (long)t0 * K, K, y + (long)t0 * ldy + p0, ldy,
+                              VLANES, 1, FWD_PV, mode);
     }
-    /* leftover positions: one vector at a time, then scalar; same chain of roundings */
-    for (; p0 + VLANES <= P; p0 += VLANES) {
-        for (int t = 0; t < Cout; t++) {
-            const T_IN *wt = w + (long)t * K;
-            const T_IN *cp = col + p0;
-            V_ACC acc = VOP(zero)();
-            for (int k = 0; k < K; k++, cp += P)
-                acc = FN(fwd_term)(VOP(load)(cp), VOP(set1)(wt[k]), acc, one, mode);
-            VOP(store)(y + (long)t * ldy + p0, FN(fwd_result)(acc, mode));
-        }
-    }
-    for (int t = 0; t < Cout; t++) {
-        const T_IN *wt = w + (long)t * K;
-        for (long p = p0; p < P; p++) {
-            T_ACC acc = (T_ACC)0;
-            for (int k = 0; k < K; k++) acc = FN(fwd_term_scalar)(col[(long)k * P + p], wt[k], acc, mode);
-            y[(long)t * ldy + p] = mode == FWD_DOT ? acc : -acc;
-        }
+    /* the tail (< PB positions): vector by vector, the last one partial */
+    for (; p0 < P; p0 += VLANES) {
+        const int last = P - p0 < VLANES ? (int)(P - p0) : VLANES;
+        int t0 = 0;
+        for (; t0 + FWD_TB1 <= Cout; t0 += FWD_TB1)
+            FN(forward_block)(col + p0, ldc, w + (long)t0 * K, K, y + (long)t0 * ldy + p0, ldy,
+                              last, FWD_TB1, 1, mode);
+        for (; t0 + FWD_TB <= Cout; t0 += FWD_TB)
+            FN(forward_block)(col + p0, ldc, w + (long)t0 * K, K, y + (long)t0 * ldy + p0, ldy,
+                              last, FWD_TB, 1, mode);
+        for (; t0 < Cout; t0++)
+            FN(forward_block)(col + p0, ldc, w + (long)t0 * K, K, y + (long)t0 * ldy + p0, ldy,
+                              last, 1, 1, mode);
     }
 }
 
 /* mode: FWD_L1, FWD_L2 or FWD_DOT (each a separately specialised copy of forward_body) */
-static void FN(forward_tile)(const T_IN *col, const T_IN *w, int Cout, int K, long P, T_ACC *y,
-                             long ldy, int mode)
+static void FN(forward_tile)(const T_IN *col, long ldc, const T_IN *w, int Cout, int K, long P,
+                             T_ACC *y, long ldy, int mode)
 {
-    if (mode == FWD_L1) FN(forward_body)(col, w, Cout, K, P, y, ldy, FWD_L1);
-    else if (mode == FWD_L2) FN(forward_body)(col, w, Cout, K, P, y, ldy, FWD_L2);
-    else FN(forward_body)(col, w, Cout, K, P, y, ldy, FWD_DOT);
+    if (mode == FWD_L1) FN(forward_body)(col, ldc, w, Cout, K, P, y, ldy, FWD_L1);
+    else if (mode == FWD_L2) FN(forward_body)(col, ldc, w, Cout, K, P, y, ldy, FWD_L2);
+    else FN(forward_body)(col, ldc, w, Cout, K, P, y, ldy, FWD_DOT);
 }

@@ -84,6 +84,12 @@
 #undef S
 #undef VLANES
 
+/* Facts the Python side needs, exported by _adder.pyx (one definition, here):
+ * PAD_SLACK (adder_pack.h) and the width in elements of the forward's register block of
+ * positions, which fast.py rounds its tile lengths to. */
+#define FORWARD_BLOCK_F32 (FWD_PV * VF32_LANES) /* float32 positions per forward block */
+#define FORWARD_BLOCK_F64 (FWD_PV * VF64_LANES) /* float64 positions per forward block */
+
 static const char *addercore_simd_name(void) { return ADDERCORE_SIMD_NAME; }
 
 #endif

@@ -1,42 +1,76 @@
 /* Patch packing (im2col of a tile of output positions) and its adjoint (col2im), one
  * instantiation per element type; included by adder_kernels.h with the macros of its
  * "Instantiation" block (T_IN, T_ACC, S, VLANES, FN, VOP).  Patches are operands (T_IN);
- * the adjoint gathers gradients (T_ACC). */
+ * the adjoint gathers gradients (T_ACC).
+ *
+ * A tile is a range [p_lo, p_hi) of the output positions p = h·Wo + w of one image, not a
+ * group of whole rows: its length is then independent of the output width Wo, so every tile
+ * but the last of an image holds whole register blocks (see tile_end in _adder.pyx).  The
+ * loops below walk a tile as runs ("segments") of one output row each. */
+
+/* First segment of the tile starting at p_lo: output row *h, columns [*w0, *w1), clipped to
+ * the tile end p_hi.  The next segment starts at column 0 of row *h + 1. */
+static inline void FN(segment_first)(long p_lo, long p_hi, int Wo, int *h, int *w0, int *w1)
+{
+    *h = (int)(p_lo / Wo);
+    *w0 = (int)(p_lo - (long)*h * Wo);
+    *w1 = p_hi - p_lo < (long)(Wo - *w0) ? *w0 + (int)(p_hi - p_lo) : Wo;
+}
+
+static inline void FN(segment_next)(long p, long p_hi, int Wo, int *h, int *w0, int *w1)
+{
+    /* p: first position of the new segment */
+    *h += 1;
+    *w0 = 0;
+    *w1 = p_hi - p < (long)Wo ? (int)(p_hi - p) : Wo;
+}
+
+/* Output columns [*w_lo, *w_hi) whose input column w·sw + j - pw lies inside [0, W). */
+static inline void FN(valid_columns)(int Wo, int W, int sw, int j, int pw, int *w_lo, int *w_hi)
+{
+    int lo = 0, hi = Wo;
+    while (lo < Wo && lo * sw + j - pw < 0) lo++;
+    while (hi > lo && (hi - 1) * sw + j - pw >= W) hi--;
+    *w_lo = lo;
+    *w_hi = hi;
+}
 
 /* ---------------------------------------------------------------------------------------
- * im2col of output rows [h_lo, h_hi) of one image: col[k, p] with k = (c, i, j) row-major and p = (h, w) row-major.
- * x: (C, H, W); col: (C·kh·kw, (h_hi-h_lo)·Wo) with row stride ldc.  Taps on the zero padding are written as 0.
+ * im2col of output positions [p_lo, p_hi) of one image: col[k, p - p_lo] with k = (c, i, j)
+ * row-major.  x: (C, H, W); col: (C·kh·kw, >= p_hi - p_lo) with row stride ldc.  Taps on the
+ * zero padding are written as 0.  Bounds-checked: any stride and padding.
  * ------------------------------------------------------------------------------------- */
-static void FN(pack_patches)(const T_IN *restrict x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                             int ph, int pw, int h_lo, int h_hi, int Wo, T_IN *restrict col, long ldc)
+static void FN(pack_patches)(const T_IN *restrict x, int C, int H, int W, int kh, int kw, int sh,
+                             int sw, int ph, int pw, long p_lo, long p_hi, int Wo,
+                             T_IN *restrict col, long ldc)
 {
-    const long P = ldc; /* row stride of col: (h_hi - h_lo)·Wo for a packed tile */
     for (int c = 0; c < C; c++) {
         const T_IN *xc = x + (long)c * H * W;
         for (int i = 0; i < kh; i++) {
             for (int j = 0; j < kw; j++) {
-                T_IN *row = col + ((long)(c * kh + i) * kw + j) * P;
-                /* output columns w whose input column w·sw + j - pw lies inside [0, W) */
-                int w_lo = 0, w_hi = Wo; /* [w_lo, w_hi) */
-                while (w_lo < Wo && w_lo * sw + j - pw < 0) w_lo++;
-                while (w_hi > w_lo && (w_hi - 1) * sw + j - pw >= W) w_hi--;
-                for (int h = h_lo; h < h_hi; h++) {
-                    T_IN *out = row + (long)(h - h_lo) * Wo;
+                T_IN *row = col + ((long)(c * kh + i) * kw + j) * ldc;
+                int w_lo, w_hi;
+                FN(valid_columns)(Wo, W, sw, j, pw, &w_lo, &w_hi);
+                int h, w0, w1;
+                FN(segment_first)(p_lo, p_hi, Wo, &h, &w0, &w1);
+                for (long p = p_lo; p < p_hi;) {
+                    T_IN *out = row + (p - p_lo); /* out[w - w0] for w in [w0, w1) */
                     int xh = h * sh + i - ph;
-                    if (xh < 0 || xh >= H) {
-                        for (int w = 0; w < Wo; w++) out[w] = (T_IN)0;
-                        continue;
-                    }
-                    const T_IN *xrow = xc + (long)xh * W + j - pw;
-                    for (int w = 0; w < w_lo; w++) out[w] = (T_IN)0;
-                    if (sw == 1) {
-                        for (int w = w_lo; w < w_hi; w++) out[w] = xrow[w];
-                    } else if (sw == 2) {
-                        for (int w = w_lo; w < w_hi; w++) out[w] = xrow[2 * (long)w];
+                    int a = w_lo > w0 ? w_lo : w0, b = w_hi < w1 ? w_hi : w1;
+                    if (xh < 0 || xh >= H || a >= b) {
+                        for (int w = w0; w < w1; w++) out[w - w0] = (T_IN)0;
                     } else {
-                        for (int w = w_lo; w < w_hi; w++) out[w] = xrow[(long)w * sw];
+                        const T_IN *xrow = xc + (long)xh * W + j - pw;
+                        for (int w = w0; w < a; w++) out[w - w0] = (T_IN)0;
+                        if (sw == 1) {
+                            for (int w = a; w < b; w++) out[w - w0] = xrow[w];
+                        } else {
+                            for (int w = a; w < b; w++) out[w - w0] = xrow[(long)w * sw];
+                        }
+                        for (int w = b; w < w1; w++) out[w - w0] = (T_IN)0;
                     }
-                    for (int w = w_hi; w < Wo; w++) out[w] = (T_IN)0;
+                    p += w1 - w0;
+                    FN(segment_next)(p, p_hi, Wo, &h, &w0, &w1);
                 }
             }
         }
@@ -45,8 +79,8 @@ static void FN(pack_patches)(const T_IN *restrict x, int C, int H, int W, int kh
 
 /* ---------------------------------------------------------------------------------------
  * Zero-padded copy of one image: xp (C, H + 2·ph, W + 2·pw).  Packing from it needs no bounds
- * logic, so every patch row is a fixed-length copy (this is what makes packing cheap for the
- * short rows of 8×8 and 16×16 feature maps).
+ * logic, so every segment is a plain copy (this is what makes packing cheap for the short
+ * rows of small feature maps).
  * ------------------------------------------------------------------------------------- */
 static void FN(pad_image)(const T_IN *restrict x, int C, int H, int W, int ph, int pw,
                           T_IN *restrict xp)
@@ -66,16 +100,10 @@ static void FN(pad_image)(const T_IN *restrict x, int C, int H, int W, int ph, i
     }
 }
 
-static inline __attribute__((always_inline)) void FN(copy_row)(T_IN *restrict dst,
-                                                               const T_IN *restrict src, int n)
-{
-    for (int w = 0; w < n; w++) dst[w] = src[w];
-}
-
-/* im2col of output rows [h_lo, h_hi) from the padded image xp (C, Hp, Wp); same layout as
- * pack_patches. */
-static void FN(pack_patches_padded)(const T_IN *restrict xp, int C, int Hp, int Wp, int kh, int kw,
-                                    int sh, int sw, int h_lo, int h_hi, int Wo,
+/* im2col of output positions [p_lo, p_hi) from the padded image xp (C, Hp, Wp); same layout
+ * as pack_patches. */
+static void FN(pack_patches_padded)(const T_IN *restrict xp, int C, int Hp, int Wp, int kh,
+                                    int kw, int sh, int sw, long p_lo, long p_hi, int Wo,
                                     T_IN *restrict col, long ldc)
 {
     for (int c = 0; c < C; c++) {
@@ -83,35 +111,27 @@ static void FN(pack_patches_padded)(const T_IN *restrict xp, int C, int Hp, int 
         for (int i = 0; i < kh; i++) {
             for (int j = 0; j < kw; j++) {
                 T_IN *out = col + ((long)(c * kh + i) * kw + j) * ldc;
-                const T_IN *src = xc + (long)(h_lo * sh + i) * Wp + j;
-                const long src_step = (long)sh * Wp;
-                if (sw == 1) {
-                    /* fixed lengths let the compiler emit straight vector moves */
-                    if (Wo == 8) {
-                        for (int h = h_lo; h < h_hi; h++, out += 8, src += src_step)
-                            FN(copy_row)(out, src, 8);
-                    } else if (Wo == 16) {
-                        for (int h = h_lo; h < h_hi; h++, out += 16, src += src_step)
-                            FN(copy_row)(out, src, 16);
-                    } else if (Wo == 32) {
-                        for (int h = h_lo; h < h_hi; h++, out += 32, src += src_step)
-                            FN(copy_row)(out, src, 32);
-                    } else {
-                        for (int h = h_lo; h < h_hi; h++, out += Wo, src += src_step)
-                            FN(copy_row)(out, src, Wo);
-                    }
-                } else if (sw == 2) {
-                    /* vectors of even elements; may read 2·VLANES-1 elements past a row, which
-                     * stays inside xp (the caller allocates PAD_SLACK extra elements) */
-                    for (int h = h_lo; h < h_hi; h++, out += Wo, src += src_step) {
+                const T_IN *base = xc + (long)i * Wp + j; /* (h, w) at base + h·sh·Wp + w·sw */
+                int h, w0, w1;
+                FN(segment_first)(p_lo, p_hi, Wo, &h, &w0, &w1);
+                for (long p = p_lo; p < p_hi;) {
+                    const int n = w1 - w0;
+                    const T_IN *src = base + (long)h * sh * Wp + (long)w0 * sw;
+                    if (sw == 1) {
+                        for (int w = 0; w < n; w++) out[w] = src[w];
+                    } else if (sw == 2) {
+                        /* vectors of even elements; may read 2·VLANES-1 elements past a row,
+                         * which stays inside xp (the caller allocates PAD_SLACK extra) */
                         int w = 0;
-                        for (; w + VLANES <= Wo; w += VLANES)
+                        for (; w + VLANES <= n; w += VLANES)
                             VOP(store)(out + w, VOP(load_even)(src + 2 * (long)w));
-                        for (; w < Wo; w++) out[w] = src[2 * (long)w];
+                        for (; w < n; w++) out[w] = src[2 * (long)w];
+                    } else {
+                        for (int w = 0; w < n; w++) out[w] = src[(long)w * sw];
                     }
-                } else {
-                    for (int h = h_lo; h < h_hi; h++, out += Wo, src += src_step)
-                        for (int w = 0; w < Wo; w++) out[w] = src[(long)w * sw];
+                    out += n;
+                    p += n;
+                    FN(segment_next)(p, p_hi, Wo, &h, &w0, &w1);
                 }
             }
         }
@@ -128,7 +148,8 @@ static void FN(pack_patches_padded)(const T_IN *restrict xp, int C, int Hp, int 
 #endif
 static inline int FN(pack_uses_padded)(int sw) { return sw <= 2; }
 
-static const T_IN *FN(pack_source)(const T_IN *x, int C, int H, int W, int ph, int pw, int sw, T_IN *xp)
+static const T_IN *FN(pack_source)(const T_IN *x, int C, int H, int W, int ph, int pw, int sw,
+                                   T_IN *xp)
 {
     if (!FN(pack_uses_padded)(sw)) return x;
     if (sw == 1 && ph == 0 && pw == 0) return x;
@@ -136,44 +157,70 @@ static const T_IN *FN(pack_source)(const T_IN *x, int C, int H, int W, int ph, i
     return xp;
 }
 
+/* Pack positions [p_lo, p_hi) into the tile buffer col (row stride ldc, the tile's padded
+ * length) and zero its columns [p_hi - p_lo, ldc):
+ * the kernels may then run whole vectors over a tile whose length is not a multiple of the
+ * vector width (the lanes past the tile read zeros and are never stored). */
 static void FN(pack_tile)(const T_IN *src, int C, int H, int W, int kh, int kw, int sh, int sw,
-                          int ph, int pw, int h_lo, int h_hi, int Wo, T_IN *col, long ldc)
+                          int ph, int pw, long p_lo, long p_hi, int Wo, T_IN *col, long ldc)
 {
     if (FN(pack_uses_padded)(sw))
-        FN(pack_patches_padded)(src, C, H + 2 * ph, W + 2 * pw, kh, kw, sh, sw, h_lo, h_hi, Wo,
+        FN(pack_patches_padded)(src, C, H + 2 * ph, W + 2 * pw, kh, kw, sh, sw, p_lo, p_hi, Wo,
                                 col, ldc);
     else
-        FN(pack_patches)(src, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, ldc);
+        FN(pack_patches)(src, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, col, ldc);
+    const long n = p_hi - p_lo, K = (long)C * kh * kw;
+    if (n < ldc)
+        for (long k = 0; k < K; k++)
+            for (long q = n; q < ldc; q++) col[k * ldc + q] = (T_IN)0;
+}
+
+/* g (rows, >= n) with row stride ldg -> dst (rows, ld) with columns [n, ld) zeroed (the
+ * grad_output tile of the backward, padded like the packed patches). */
+static void FN(copy_tile)(const T_ACC *restrict g, long ldg, int rows, long n, long ld,
+                          T_ACC *restrict dst)
+{
+    for (int r = 0; r < rows; r++) {
+        const T_ACC *s = g + (long)r * ldg;
+        T_ACC *d = dst + (long)r * ld;
+        for (long q = 0; q < n; q++) d[q] = s[q];
+        for (long q = n; q < ld; q++) d[q] = (T_ACC)0;
+    }
 }
 
 /* ---------------------------------------------------------------------------------------
- * col2im of one image, accumulating: gx[c, h·sh+i-ph, w·sw+j-pw] += dcol[k, p] for the taps
- * inside the image (taps on the padding are dropped).  gx: (C, H, W), must be initialised.
- * Fixed order (c, i, j, h, w): deterministic.
+ * col2im of output positions [p_lo, p_hi) of one image, accumulating:
+ * gx[c, h·sh+i-ph, w·sw+j-pw] += dcol[k, p - p_lo] for the taps inside the image (taps on the
+ * padding are dropped).  gx: (C, H, W), must be initialised.  Fixed order (c, i, j, p):
+ * deterministic.
  * ------------------------------------------------------------------------------------- */
-static void FN(unpack_patches_add)(const T_ACC *dcol, int C, int H, int W, int kh, int kw, int sh,
-                                   int sw, int ph, int pw, int h_lo, int h_hi, int Wo,
+static void FN(unpack_patches_add)(const T_ACC *dcol, int C, int H, int W, int kh, int kw,
+                                   int sh, int sw, int ph, int pw, long p_lo, long p_hi, int Wo,
                                    long ldc, T_ACC *gx)
 {
-    const long P = ldc; /* row stride of dcol */
     for (int c = 0; c < C; c++) {
         T_ACC *gc = gx + (long)c * H * W;
         for (int i = 0; i < kh; i++) {
             for (int j = 0; j < kw; j++) {
-                const T_ACC *row = dcol + ((long)(c * kh + i) * kw + j) * P;
-                int w_lo = 0, w_hi = Wo;
-                while (w_lo < Wo && w_lo * sw + j - pw < 0) w_lo++;
-                while (w_hi > w_lo && (w_hi - 1) * sw + j - pw >= W) w_hi--;
-                for (int h = h_lo; h < h_hi; h++) {
+                const T_ACC *row = dcol + ((long)(c * kh + i) * kw + j) * ldc;
+                int w_lo, w_hi;
+                FN(valid_columns)(Wo, W, sw, j, pw, &w_lo, &w_hi);
+                int h, w0, w1;
+                FN(segment_first)(p_lo, p_hi, Wo, &h, &w0, &w1);
+                for (long p = p_lo; p < p_hi;) {
                     int xh = h * sh + i - ph;
-                    if (xh < 0 || xh >= H) continue;
-                    const T_ACC *in = row + (long)(h - h_lo) * Wo;
-                    T_ACC *grow = gc + (long)xh * W + j - pw;
-                    if (sw == 1) {
-                        for (int w = w_lo; w < w_hi; w++) grow[w] += in[w];
-                    } else {
-                        for (int w = w_lo; w < w_hi; w++) grow[(long)w * sw] += in[w];
+                    int a = w_lo > w0 ? w_lo : w0, b = w_hi < w1 ? w_hi : w1;
+                    if (xh >= 0 && xh < H) {
+                        const T_ACC *in = row + (p - p_lo); /* in[w - w0], w in [w0, w1) */
+                        T_ACC *grow = gc + (long)xh * W + j - pw;
+                        if (sw == 1) {
+                            for (int w = a; w < b; w++) grow[w] += in[w - w0];
+                        } else {
+                            for (int w = a; w < b; w++) grow[(long)w * sw] += in[w - w0];
+                        }
                     }
+                    p += w1 - w0;
+                    FN(segment_next)(p, p_hi, Wo, &h, &w0, &w1);
                 }
             }
         }
