@@ -1,8 +1,9 @@
 """Build the Cython/OpenMP kernels of addercore.
 
-Every ``addercore_ext/*.pyx.tp`` Tempita template is rendered to ``*.pyx`` (float32/float64
-variants), then every ``addercore_ext/*.pyx`` is compiled as ``addercore_ext.<name>`` with
-OpenMP and ``-O3``.
+Every ``addercore_ext/*.pyx`` is compiled as ``addercore_ext.<name>`` with OpenMP and ``-O3``.
+The float32/float64 variants come from Cython fused types (``floating``) in the .pyx files and
+from one C source per kernel section instantiated twice in ``adder_kernels.h``; there is no
+code generation step.
 
 Environment switches:
   ADDERCORE_MARCH      ``-march=`` value; default ``native`` (fastest on the build machine).
@@ -23,22 +24,9 @@ HERE = Path(__file__).parent
 EXT_DIR = HERE / "addercore_ext"
 
 
-def render_templates():
-    from Cython import Tempita
-
-    for template in sorted(EXT_DIR.glob("*.pyx.tp")):
-        target = template.with_suffix("")  # foo.pyx.tp -> foo.pyx
-        text = Tempita.sub(template.read_text())
-        header = f"# Generated from {template.name} by setup.py; edit the template, not this file.\n"
-        text = header + text
-        if not target.exists() or target.read_text() != text:
-            target.write_text(text)
-
-
 def extensions():
     from Cython.Build import cythonize
 
-    render_templates()
     compile_args = ["-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off"]
     link_args = ["-fopenmp"]
     march = os.environ.get("ADDERCORE_MARCH", "native")

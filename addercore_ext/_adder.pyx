@@ -7,7 +7,8 @@ Work is split between OpenMP threads with ``prange(schedule="static")`` over uni
 results do not depend on how many threads there are:
 
 * forward: one unit = one image ``n``. The thread packs the image's patches, a tile of
-  output rows at a time, into its own ``col`` buffer (row ``tid`` of ``col_workspace``) and
+  consecutive output positions at a time (whatever the output width: see adder_pack.h), into
+  its own ``col`` buffer (row ``tid`` of ``col_workspace``) and
   computes that tile of ``y[n]``. Each output is one
   sequential accumulator chain, so the result is the same for any thread count (and equals
   the numpy reference bit for bit).
@@ -34,23 +35,21 @@ from cython cimport floating
 
 cdef extern from "adder_kernels.h" nogil:
     void pack_patches_f32(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                          int ph, int pw, int h_lo, int h_hi, int Wo, float *col, long ldc)
+                          int ph, int pw, long p_lo, long p_hi, int Wo, float *col, long ldc)
     void pack_patches_f64(const double *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                          int ph, int pw, int h_lo, int h_hi, int Wo, double *col, long ldc)
+                          int ph, int pw, long p_lo, long p_hi, int Wo, double *col, long ldc)
     void unpack_patches_add_f32(const float *dcol, int C, int H, int W, int kh, int kw, int sh,
-                                int sw, int ph, int pw, int h_lo, int h_hi, int Wo, long ldc,
+                                int sw, int ph, int pw, long p_lo, long p_hi, int Wo, long ldc,
                                 float *gx)
     void unpack_patches_add_f64(const double *dcol, int C, int H, int W, int kh, int kw, int sh,
-                                int sw, int ph, int pw, int h_lo, int h_hi, int Wo, long ldc,
+                                int sw, int ph, int pw, long p_lo, long p_hi, int Wo, long ldc,
                                 double *gx)
-    void forward_tile_f32(const float *col, const float *w, int Cout, int K, long P, float *y,
-                          long ldy, int mode)
-    void forward_tile_f64(const double *col, const double *w, int Cout, int K, long P,
+    void copy_tile_f32(const float *g, long ldg, int rows, long n, long ld, float *dst)
+    void copy_tile_f64(const double *g, long ldg, int rows, long n, long ld, double *dst)
+    void forward_tile_f32(const float *col, long ldc, const float *w, int Cout, int K, long P,
+                          float *y, long ldy, int mode)
+    void forward_tile_f64(const double *col, long ldc, const double *w, int Cout, int K, long P,
                           double *y, long ldy, int mode)
-    void filter_grad_full_tile_f32(const float *col, const float *g, long ldg, int Cout, int K,
-                                   long P, float *gw, float *gsum)
-    void filter_grad_full_tile_f64(const double *col, const double *g, long ldg, int Cout, int K,
-                                   long P, double *gw, double *gsum)
     void filter_grad_full_tile_t_f32(const float *col, const float *g, long ldg, int Cout, int K,
                                      long P, float *gw, float *gsum, float *gT)
     void filter_grad_full_tile_t_f64(const double *col, const double *g, long ldg, int Cout,
@@ -68,12 +67,15 @@ cdef extern from "adder_kernels.h" nogil:
     const double *pack_source_f64(const double *x, int C, int H, int W, int ph, int pw, int sw,
                                   double *xp)
     void pack_tile_f32(const float *src, int C, int H, int W, int kh, int kw, int sh, int sw,
-                       int ph, int pw, int h_lo, int h_hi, int Wo, float *col, long ldc)
+                       int ph, int pw, long p_lo, long p_hi, int Wo, float *col, long ldc)
     void pack_tile_f64(const double *src, int C, int H, int W, int kh, int kw, int sh, int sw,
-                       int ph, int pw, int h_lo, int h_hi, int Wo, double *col, long ldc)
+                       int ph, int pw, long p_lo, long p_hi, int Wo, double *col, long ldc)
     const char *addercore_simd_name()
     int IG_HARDTANH, IG_SIGN, IG_L2, IG_CONV
     int FWD_L1, FWD_L2, FWD_DOT
+    int C_PAD_SLACK "PAD_SLACK"
+    int VF32_LANES, VF64_LANES
+    int C_FWD_BLOCK_F32 "FORWARD_BLOCK_F32", C_FWD_BLOCK_F64 "FORWARD_BLOCK_F64"
 
 
 INPUT_GRAD_HARDTANH = IG_HARDTANH
@@ -83,6 +85,16 @@ INPUT_GRAD_CONV = IG_CONV  # convolution: Σ_t w·g (the patches are not read)
 FORWARD_L1 = FWD_L1
 FORWARD_L2 = FWD_L2
 FORWARD_CONV = FWD_DOT  # convolution: Σ_k patch·w
+#: Elements after a zero-padded image that the stride-2 vector gathers may read: the
+#: pad_workspace rows must hold C·(H+2ph)·(W+2pw) + PAD_SLACK (adder_pack.h).
+PAD_SLACK = C_PAD_SLACK
+#: Output positions per register block of the forward kernel (float32, float64): tiles of this
+#: many positions (or multiples) have no partial vectors.
+FORWARD_BLOCK_F32 = C_FWD_BLOCK_F32
+FORWARD_BLOCK_F64 = C_FWD_BLOCK_F64
+#: Elements per SIMD vector (float32, float64).
+VECTOR_LANES_F32 = VF32_LANES
+VECTOR_LANES_F64 = VF64_LANES
 
 
 def simd_name():
@@ -90,7 +102,36 @@ def simd_name():
     return addercore_simd_name().decode()
 
 
-cdef int _PAD_SLACK = 32  # = PAD_SLACK of adder_kernels_impl.h (stride-2 vector gathers)
+cdef inline long _round_up(long n, long m) noexcept nogil:
+    return (n + m - 1) // m * m
+
+
+cdef inline long _tile_end(long p_lo, long P, long tile, long merge) noexcept nogil:
+    """End of the tile of output positions starting at p_lo: ``tile`` positions, except that a
+    remainder shorter than ``merge`` (one forward register block) joins the last tile, so that
+    no tile is a sliver (a tile streams all the filters once, whatever its length)."""
+    cdef long p_hi = p_lo + tile
+    if p_hi >= P or P - p_hi < merge:
+        return P
+    return p_hi
+
+
+cdef inline long _tile_capacity(long P, long tile, long merge, long lanes) noexcept nogil:
+    """Padded length (whole vectors) of the longest tile _tile_end makes of P positions."""
+    return _round_up(min(P, tile + merge - 1), lanes)
+
+
+def tile_capacity(long positions, long tile_positions, itemsize):
+    """Row length the tile workspaces need: the longest tile of ``positions`` output positions
+    cut into tiles of ``tile_positions`` (see adder_forward), rounded up to whole vectors of
+    the dtype of size ``itemsize`` (4 or 8 bytes).  col_workspace rows need K times this,
+    gt_workspace rows 2·Cout times this."""
+    if tile_positions < 1 or positions < 0 or itemsize not in (4, 8):
+        raise ValueError(f"tile_positions must be >= 1, positions >= 0 and itemsize 4 or 8, got "
+                         f"{tile_positions}, {positions}, {itemsize}")
+    if itemsize == 4:
+        return _tile_capacity(positions, tile_positions, C_FWD_BLOCK_F32, VF32_LANES)
+    return _tile_capacity(positions, tile_positions, C_FWD_BLOCK_F64, VF64_LANES)
 
 
 cdef _check_geometry(int N, int C, int H, int W, int kh, int kw, int sh, int sw, int ph,
@@ -115,12 +156,12 @@ cdef _check_workspace(name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t need_ro
 
 
 cdef inline void _pack(const floating *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                       int ph, int pw, int h_lo, int h_hi, int Wo, floating *col,
+                       int ph, int pw, long p_lo, long p_hi, int Wo, floating *col,
                        long ldc) noexcept nogil:
     if floating is float:
-        pack_patches_f32(x, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, ldc)
+        pack_patches_f32(x, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, col, ldc)
     else:
-        pack_patches_f64(x, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, ldc)
+        pack_patches_f64(x, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, col, ldc)
 
 
 cdef inline const floating *_source(const floating *x, int C, int H, int W, int ph, int pw,
@@ -132,35 +173,45 @@ cdef inline const floating *_source(const floating *x, int C, int H, int W, int 
 
 
 cdef inline void _pack_tile(const floating *src, int C, int H, int W, int kh, int kw, int sh,
-                            int sw, int ph, int pw, int h_lo, int h_hi, int Wo, floating *col,
+                            int sw, int ph, int pw, long p_lo, long p_hi, int Wo, floating *col,
                             long ldc) noexcept nogil:
     if floating is float:
-        pack_tile_f32(src, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, ldc)
+        pack_tile_f32(src, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, col, ldc)
     else:
-        pack_tile_f64(src, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, ldc)
+        pack_tile_f64(src, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, col, ldc)
+
+
+cdef inline void _copy_tile(const floating *g, long ldg, int rows, long n, long ld,
+                            floating *dst) noexcept nogil:
+    if floating is float:
+        copy_tile_f32(g, ldg, rows, n, ld, dst)
+    else:
+        copy_tile_f64(g, ldg, rows, n, ld, dst)
 
 
 cdef inline void _unpack_add(const floating *dcol, int C, int H, int W, int kh, int kw, int sh,
-                             int sw, int ph, int pw, int h_lo, int h_hi, int Wo, long ldc,
+                             int sw, int ph, int pw, long p_lo, long p_hi, int Wo, long ldc,
                              floating *gx) noexcept nogil:
     if floating is float:
-        unpack_patches_add_f32(dcol, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, ldc, gx)
+        unpack_patches_add_f32(dcol, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, ldc, gx)
     else:
-        unpack_patches_add_f64(dcol, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, ldc, gx)
+        unpack_patches_add_f64(dcol, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, ldc, gx)
 
 
 def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                   floating[:, :, :, ::1] y, int kh, int kw, int sh, int sw, int ph, int pw,
-                  int mode, int tile_rows, floating[:, ::1] col_workspace,
+                  int mode, long tile_positions, floating[:, ::1] col_workspace,
                   floating[:, ::1] pad_workspace, int num_threads):
     """y[n, t] = -Σ_k dist(patch - w[t]) for every image (see module docstring); ``mode``
     FORWARD_L1 / FORWARD_L2 picks the distance, FORWARD_CONV computes the convolution
     y[n, t] = Σ_k patch·w[t] instead.
 
     x (N, Cin, H, W); weight (Cout, K) with K = Cin·kh·kw; y (N, Cout, Ho, Wo) written.
-    Each image is processed in tiles of ``tile_rows`` output rows, packed into the thread's
-    row of col_workspace (>= num_threads, >= K·tile_rows·Wo), same dtype, from the zero-padded
-    image in the thread's row of pad_workspace (>= num_threads, >= Cin·(H+2ph)·(W+2pw)).
+    Each image is processed in tiles of ``tile_positions`` consecutive output positions
+    (p = h·Wo + w, across row ends; a remainder shorter than FORWARD_BLOCK joins the last
+    tile), packed into the thread's row of col_workspace (>= num_threads rows of
+    >= K·tile_capacity(Ho·Wo, tile_positions, itemsize)), same dtype, from the zero-padded image
+    in the thread's row of pad_workspace (>= num_threads, >= Cin·(H+2ph)·(W+2pw) + PAD_SLACK).
     Allocates nothing.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
@@ -168,12 +219,12 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
     cdef int K = C * kh * kw
     cdef long P = <long>Ho * Wo
     cdef Py_ssize_t n
-    cdef int tid, h_lo, h_hi
-    cdef long Pt
+    cdef int tid
+    cdef long p_lo, p_hi, ld, cap, lanes, merge
     cdef floating *col
     cdef floating *xp
     cdef const floating *src
-    cdef floating *yt
+    cdef floating *yn
     _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
     if y.shape[0] != N or weight.shape[0] != Cout or weight.shape[1] != K:
         raise ValueError(f"y must be (N={N}, Cout, Ho, Wo) and weight (Cout, K={K}), got "
@@ -181,37 +232,44 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                          f"({weight.shape[0]}, {weight.shape[1]})")
     if mode != FWD_L1 and mode != FWD_L2 and mode != FWD_DOT:
         raise ValueError(f"mode must be FORWARD_L1, FORWARD_L2 or FORWARD_CONV, got {mode}")
-    if tile_rows < 1:
-        raise ValueError(f"tile_rows must be >= 1, got {tile_rows}")
+    if tile_positions < 1:
+        raise ValueError(f"tile_positions must be >= 1, got {tile_positions}")
     if N == 0 or Cout == 0 or P == 0:
         return
+    if floating is float:
+        lanes, merge = VF32_LANES, C_FWD_BLOCK_F32
+    else:
+        lanes, merge = VF64_LANES, C_FWD_BLOCK_F64
+    cap = _tile_capacity(P, tile_positions, merge, lanes)
     _check_workspace("col_workspace", col_workspace.shape[0], col_workspace.shape[1],
-                     num_threads, <Py_ssize_t>K * min(tile_rows, Ho) * Wo)
+                     num_threads, <Py_ssize_t>K * cap)
     _check_workspace("pad_workspace", pad_workspace.shape[0], pad_workspace.shape[1],
-                     num_threads, <Py_ssize_t>C * (H + 2 * ph) * (W + 2 * pw) + _PAD_SLACK)
+                     num_threads, <Py_ssize_t>C * (H + 2 * ph) * (W + 2 * pw) + C_PAD_SLACK)
     with nogil, parallel(num_threads=num_threads):
         tid = openmp.omp_get_thread_num()
         col = &col_workspace[tid, 0]
         xp = &pad_workspace[tid, 0]
         for n in prange(N, schedule="static"):
             src = _source(&x[n, 0, 0, 0], C, H, W, ph, pw, sw, xp)
-            h_lo = 0
-            while h_lo < Ho:
-                h_hi = min(h_lo + tile_rows, Ho)
-                Pt = <long>(h_hi - h_lo) * Wo
-                yt = &y[n, 0, h_lo, 0]
-                _pack_tile(src, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, Pt)
+            yn = &y[n, 0, 0, 0]
+            p_lo = 0
+            while p_lo < P:
+                p_hi = _tile_end(p_lo, P, tile_positions, merge)
+                ld = _round_up(p_hi - p_lo, lanes)
+                _pack_tile(src, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, col, ld)
                 if floating is float:
-                    forward_tile_f32(col, &weight[0, 0], Cout, K, Pt, yt, P, mode)
+                    forward_tile_f32(col, ld, &weight[0, 0], Cout, K, p_hi - p_lo, yn + p_lo, P,
+                                     mode)
                 else:
-                    forward_tile_f64(col, &weight[0, 0], Cout, K, Pt, yt, P, mode)
-                h_lo = h_hi
+                    forward_tile_f64(col, ld, &weight[0, 0], Cout, K, p_hi - p_lo, yn + p_lo, P,
+                                     mode)
+                p_lo = p_hi
 
 
 def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight_t,
                    const floating[:, :, :, ::1] grad_output, floating[:, :, :, ::1] grad_input,
                    int kh, int kw, int sh, int sw, int ph, int pw, bint filter_sign,
-                   int input_mode, int tile_rows, floating[:, ::1] col_workspace,
+                   int input_mode, long tile_positions, floating[:, ::1] col_workspace,
                    floating[:, ::1] gt_workspace, floating[:, ::1] pad_workspace,
                    floating[:, :, ::1] partial_grad_weight, floating[:, ::1] partial_grad_sum,
                    int num_threads):
@@ -226,10 +284,12 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     (``filter_sign`` false) or Σ_n Σ_p sgn(D)·G (true) in partial_grad_weight[s] and Σ G in
     partial_grad_sum[s].  input_mode: INPUT_GRAD_HARDTANH / _SIGN / _L2, or INPUT_GRAD_CONV
     for the convolution (its filter gradient is the Σ col·G part alone).
-    Images are processed in tiles of ``tile_rows`` output rows packed into the thread's row of
-    col_workspace (>= num_threads, >= K·tile_rows·Wo); gt_workspace (>= num_threads,
-    >= Cout·tile_rows·Wo) holds the transposed grad_output tile; pad_workspace (>= num_threads,
-    >= Cin·(H+2ph)·(W+2pw)) the zero-padded image.  Allocates nothing.
+    Images are processed in tiles of output positions as in adder_forward; with
+    cap = tile_capacity(Ho·Wo, tile_positions, itemsize): col_workspace (>= num_threads,
+    >= K·cap) holds the packed tile, gt_workspace (>= num_threads, >= 2·Cout·cap) the
+    grad_output tile (zero-padded to whole vectors) and its transpose, pad_workspace
+    (>= num_threads, >= Cin·(H+2ph)·(W+2pw) + PAD_SLACK) the zero-padded image.
+    Allocates nothing.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int Cout = grad_output.shape[1], Ho = grad_output.shape[2], Wo = grad_output.shape[3]
@@ -237,14 +297,14 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     cdef long P = <long>Ho * Wo
     cdef int S = partial_grad_weight.shape[0]
     cdef Py_ssize_t s, n, n_lo, n_hi, e, count
-    cdef int tid, h_lo, h_hi
-    cdef long Pt
+    cdef int tid
+    cdef long p_lo, p_hi, ld, cap, lanes, merge
     cdef floating *col
     cdef floating *gx
     cdef floating *gT
+    cdef floating *gb
     cdef floating *xp
     cdef const floating *src
-    cdef const floating *gt
     _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
     x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     gi_shape = (grad_input.shape[0], grad_input.shape[1], grad_input.shape[2], grad_input.shape[3])
@@ -258,27 +318,34 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     if (input_mode != IG_HARDTANH and input_mode != IG_SIGN and input_mode != IG_L2
             and input_mode != IG_CONV):
         raise ValueError(f"input_mode must be one of the INPUT_GRAD_* constants, got {input_mode}")
-    if tile_rows < 1 or S < 1:
-        raise ValueError(f"tile_rows and the number of slots must be >= 1, got {tile_rows}, {S}")
+    if tile_positions < 1 or S < 1:
+        raise ValueError(f"tile_positions and the number of slots must be >= 1, got "
+                         f"{tile_positions}, {S}")
     if N == 0:
         return
     if partial_grad_weight.shape[1] != Cout or partial_grad_weight.shape[2] != K:
         raise ValueError(f"partial_grad_weight must be (S, Cout={Cout}, K={K}), got "
                          f"({partial_grad_weight.shape[0]}, {partial_grad_weight.shape[1]}, "
                          f"{partial_grad_weight.shape[2]})")
+    if floating is float:
+        lanes, merge = VF32_LANES, C_FWD_BLOCK_F32
+    else:
+        lanes, merge = VF64_LANES, C_FWD_BLOCK_F64
+    cap = _tile_capacity(P, tile_positions, merge, lanes)
     _check_workspace("partial_grad_sum", partial_grad_sum.shape[0], partial_grad_sum.shape[1],
                      S, Cout)
     _check_workspace("col_workspace", col_workspace.shape[0], col_workspace.shape[1],
-                     num_threads, <Py_ssize_t>K * min(tile_rows, Ho) * Wo)
+                     num_threads, <Py_ssize_t>K * cap)
     _check_workspace("gt_workspace", gt_workspace.shape[0], gt_workspace.shape[1],
-                     num_threads, <Py_ssize_t>Cout * min(tile_rows, Ho) * Wo)
+                     num_threads, <Py_ssize_t>2 * Cout * cap)
     _check_workspace("pad_workspace", pad_workspace.shape[0], pad_workspace.shape[1],
-                     num_threads, <Py_ssize_t>C * (H + 2 * ph) * (W + 2 * pw) + _PAD_SLACK)
+                     num_threads, <Py_ssize_t>C * (H + 2 * ph) * (W + 2 * pw) + C_PAD_SLACK)
     count = <Py_ssize_t>C * H * W
     with nogil, parallel(num_threads=num_threads):
         tid = openmp.omp_get_thread_num()
         col = &col_workspace[tid, 0]
         gT = &gt_workspace[tid, 0]
+        gb = gT + <long>Cout * cap
         xp = &pad_workspace[tid, 0]
         for s in prange(S, schedule="static"):
             n_lo = s * N // S
@@ -290,32 +357,34 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                 if P == 0 or Cout == 0:
                     continue
                 src = _source(&x[n, 0, 0, 0], C, H, W, ph, pw, sw, xp)
-                h_lo = 0
-                while h_lo < Ho:
-                    h_hi = min(h_lo + tile_rows, Ho)
-                    Pt = <long>(h_hi - h_lo) * Wo
-                    gt = &grad_output[n, 0, h_lo, 0]
-                    _pack_tile(src, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, col, Pt)
+                p_lo = 0
+                while p_lo < P:
+                    p_hi = _tile_end(p_lo, P, tile_positions, merge)
+                    ld = _round_up(p_hi - p_lo, lanes)
+                    # the patches and grad_output of the tile, both zero-padded to ld columns:
+                    # the kernels run whole vectors, the padding contributes exact zeros
+                    _pack_tile(src, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, col, ld)
+                    _copy_tile(&grad_output[n, 0, 0, 0] + p_lo, P, Cout, p_hi - p_lo, ld, gb)
                     if floating is float:
                         if filter_sign:
-                            filter_grad_sign_tile_f32(col, &weight_t[0, 0], gt, P, Cout, K, Pt,
+                            filter_grad_sign_tile_f32(col, &weight_t[0, 0], gb, ld, Cout, K, ld,
                                                       &partial_grad_weight[s, 0, 0])
                         else:
-                            filter_grad_full_tile_t_f32(col, gt, P, Cout, K, Pt,
+                            filter_grad_full_tile_t_f32(col, gb, ld, Cout, K, ld,
                                                         &partial_grad_weight[s, 0, 0],
                                                         &partial_grad_sum[s, 0], gT)
-                        input_grad_tile_f32(col, &weight_t[0, 0], gt, P, Cout, K, Pt, input_mode)
+                        input_grad_tile_f32(col, &weight_t[0, 0], gb, ld, Cout, K, ld, input_mode)
                     else:
                         if filter_sign:
-                            filter_grad_sign_tile_f64(col, &weight_t[0, 0], gt, P, Cout, K, Pt,
+                            filter_grad_sign_tile_f64(col, &weight_t[0, 0], gb, ld, Cout, K, ld,
                                                       &partial_grad_weight[s, 0, 0])
                         else:
-                            filter_grad_full_tile_t_f64(col, gt, P, Cout, K, Pt,
+                            filter_grad_full_tile_t_f64(col, gb, ld, Cout, K, ld,
                                                         &partial_grad_weight[s, 0, 0],
                                                         &partial_grad_sum[s, 0], gT)
-                        input_grad_tile_f64(col, &weight_t[0, 0], gt, P, Cout, K, Pt, input_mode)
-                    _unpack_add(col, C, H, W, kh, kw, sh, sw, ph, pw, h_lo, h_hi, Wo, Pt, gx)
-                    h_lo = h_hi
+                        input_grad_tile_f64(col, &weight_t[0, 0], gb, ld, Cout, K, ld, input_mode)
+                    _unpack_add(col, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, ld, gx)
+                    p_lo = p_hi
 
 
 def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, int kh, int kw, int sh,
@@ -332,7 +401,7 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, int kh, int kw
         return
     with nogil:
         for n in prange(N, schedule="static", num_threads=num_threads):
-            _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, 0, Ho, Wo, &cols[0, n * P], ldc)
+            _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, 0, P, Wo, &cols[0, n * P], ldc)
 
 
 def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] x, int kh, int kw, int sh,
@@ -353,4 +422,4 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] x, int kh, int kw
             for e in range(count):
                 gx[e] = 0
             if cols.shape[0] > 0 and P > 0:
-                _unpack_add(&cols[0, n * P], C, H, W, kh, kw, sh, sw, ph, pw, 0, Ho, Wo, ldc, gx)
+                _unpack_add(&cols[0, n * P], C, H, W, kh, kw, sh, sw, ph, pw, 0, P, Wo, ldc, gx)

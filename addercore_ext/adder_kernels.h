@@ -35,21 +35,60 @@
 
 #include "adder_simd.h"
 
-#define T float
+/* Instantiation
+ * -------------
+ * The kernel headers are written once and included once per element type with these macros:
+ *   T_IN    operand type: input images, packed patches, filters
+ *   T_ACC   accumulator and output type (the same as T_IN for the float kernels; an integer
+ *           inference kernel would use e.g. int8_t operands with int32_t accumulators)
+ *   V_IN, V_ACC   the SIMD vector types holding T_IN / T_ACC lanes (adder_simd.h)
+ *   S       name suffix of the instantiation (f32, f64): pack_tile_f32, forward_tile_f64...
+ *   VLANES  lanes of one vector of T_ACC (VF32_LANES, VF64_LANES)
+ * and these helpers, which expand with the S in force at the point of use: */
+#define CAT_(a, b) a##_##b        /* a_b */
+#define CAT(a, b) CAT_(a, b)      /* a_b after macro expansion of a and b */
+#define CATN_(a, b) a##b          /* ab */
+#define CATN(a, b) CATN_(a, b)    /* ab after macro expansion */
+#define FN(name) CAT(name, S)     /* kernel name with the instantiation suffix: name_f32 */
+#define VOP(op) CAT(v##op, S)     /* SIMD operation of the instantiation: vload_f32 */
+
+#define T_IN float
+#define T_ACC float
+#define V_IN vf32
+#define V_ACC vf32
 #define S f32
 #define VLANES VF32_LANES
-#include "adder_kernels_impl.h"
-#undef T
+#include "adder_pack.h"
+#include "adder_forward.h"
+#include "adder_backward.h"
+#undef T_IN
+#undef T_ACC
+#undef V_IN
+#undef V_ACC
 #undef S
 #undef VLANES
 
-#define T double
+#define T_IN double
+#define T_ACC double
+#define V_IN vf64
+#define V_ACC vf64
 #define S f64
 #define VLANES VF64_LANES
-#include "adder_kernels_impl.h"
-#undef T
+#include "adder_pack.h"
+#include "adder_forward.h"
+#include "adder_backward.h"
+#undef T_IN
+#undef T_ACC
+#undef V_IN
+#undef V_ACC
 #undef S
 #undef VLANES
+
+/* Facts the Python side needs, exported by _adder.pyx (one definition, here):
+ * PAD_SLACK (adder_pack.h) and the width in elements of the forward's register block of
+ * positions, which fast.py rounds its tile lengths to. */
+#define FORWARD_BLOCK_F32 (FWD_PV * VF32_LANES) /* float32 positions per forward block */
+#define FORWARD_BLOCK_F64 (FWD_PV * VF64_LANES) /* float64 positions per forward block */
 
 static const char *addercore_simd_name(void) { return ADDERCORE_SIMD_NAME; }
 

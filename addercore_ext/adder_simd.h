@@ -22,7 +22,7 @@
 #define ADDERCORE_SIMD_NAME "avx512f"
 
 typedef __m512 vf32;
-#define VF32_LANES 16
+#define VF32_LANES 16 /* floats per vector */
 static inline vf32 vload_f32(const float *p) { return _mm512_loadu_ps(p); }
 static inline void vstore_f32(float *p, vf32 v) { _mm512_storeu_ps(p, v); }
 static inline vf32 vset1_f32(float a) { return _mm512_set1_ps(a); }
@@ -72,7 +72,7 @@ static inline vf32 vload_even_f32(const float *src)
 }
 
 typedef __m512d vf64;
-#define VF64_LANES 8
+#define VF64_LANES 8 /* doubles per vector */
 static inline vf64 vload_f64(const double *p) { return _mm512_loadu_pd(p); }
 static inline void vstore_f64(double *p, vf64 v) { _mm512_storeu_pd(p, v); }
 static inline vf64 vset1_f64(double a) { return _mm512_set1_pd(a); }
@@ -121,7 +121,7 @@ static inline vf64 vload_even_f64(const double *src)
 #define ADDERCORE_SIMD_NAME "avx2+fma"
 
 typedef __m256 vf32;
-#define VF32_LANES 8
+#define VF32_LANES 8 /* floats per vector */
 static inline vf32 vload_f32(const float *p) { return _mm256_loadu_ps(p); }
 static inline void vstore_f32(float *p, vf32 v) { _mm256_storeu_ps(p, v); }
 static inline vf32 vset1_f32(float a) { return _mm256_set1_ps(a); }
@@ -169,7 +169,7 @@ static inline vf32 vload_even_f32(const float *src)
 }
 
 typedef __m256d vf64;
-#define VF64_LANES 4
+#define VF64_LANES 4 /* doubles per vector */
 static inline vf64 vload_f64(const double *p) { return _mm256_loadu_pd(p); }
 static inline void vstore_f64(double *p, vf64 v) { _mm256_storeu_pd(p, v); }
 static inline vf64 vset1_f64(double a) { return _mm256_set1_pd(a); }
@@ -208,6 +208,7 @@ static inline double vhsum_f64(vf64 v)
 #else /* portable scalar path: one lane */
 #define ADDERCORE_SIMD_NAME "scalar"
 
+/* the v*_S operations of element type T on one-lane "vectors" */
 #define ADDERCORE_SCALAR_OPS(T, S)                                                            \
     typedef T v##S;                                                                           \
     static inline v##S vload_##S(const T *p) { return *p; }                                  \
@@ -232,8 +233,8 @@ static inline double vhsum_f64(vf64 v)
 
 ADDERCORE_SCALAR_OPS(float, f32)
 ADDERCORE_SCALAR_OPS(double, f64)
-#define VF32_LANES 1
-#define VF64_LANES 1
+#define VF32_LANES 1 /* one float per "vector" */
+#define VF64_LANES 1 /* one double per "vector" */
 #endif
 
 #endif /* ADDERCORE_SIMD_H */

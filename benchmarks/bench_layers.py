@@ -14,6 +14,13 @@ tells whether the second core is really available.
 
 Run (unset the OpenBLAS variables of this machine, they slow numpy down):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_layers.py
+
+Width independence (issue 14 §1): ``--widths 1-64`` sweeps the output width of one 3×3 s1 p1
+layer (``--sweep N C H``), ``--shapes imagenet`` times the ResNet-18/50 ImageNet layer shapes;
+both print G-taps/s of the ℓ1 adder and the convolution, forward and backward, float32 and
+float64, and each rate's ratio to the best rate of its column in the same run (the target is
+<= 1.3).  Example (short; ~1 min on a loaded machine):
+    PYTHONPATH=. python benchmarks/bench_layers.py --widths 1-64 --threads 1 --repeat 2 --cpu-clock
 """
 import argparse
 import os
@@ -163,6 +170,88 @@ def run(batches, thread_counts, repeat, layers, with_torch, cpu_clock=False):
     return rows
 
 
+# ResNet-18/50 ImageNet (224×224) layer shapes: name, Cin, Cout, H (input), k, stride, pad
+IMAGENET_LAYERS = [
+    ("r18 64->64 3x3 @56", 64, 64, 56, 3, 1, 1),
+    ("r18 64->128 3x3 s2", 64, 128, 56, 3, 2, 1),
+    ("r18 128->128 3x3 @28", 128, 128, 28, 3, 1, 1),
+    ("r18 128->256 3x3 s2", 128, 256, 28, 3, 2, 1),
+    ("r18 256->256 3x3 @14", 256, 256, 14, 3, 1, 1),
+    ("r18 256->512 3x3 s2", 256, 512, 14, 3, 2, 1),
+    ("r18 512->512 3x3 @7", 512, 512, 7, 3, 1, 1),
+    ("r18 64->128 1x1 s2", 64, 128, 56, 1, 2, 0),
+    ("r50 256->64 1x1 @56", 256, 64, 56, 1, 1, 0),
+    ("r50 64->256 1x1 @56", 64, 256, 56, 1, 1, 0),
+    ("r50 512->128 1x1 @28", 512, 128, 28, 1, 1, 0),
+    ("r50 1024->256 1x1 @14", 1024, 256, 14, 1, 1, 0),
+    ("r50 2048->512 1x1 @7", 2048, 512, 7, 1, 1, 0),
+    ("r50 512->512 3x3 @7", 512, 512, 7, 3, 1, 1),
+]
+
+RATE_COLUMNS = [(op, dt, d) for op in ("adder", "conv") for dt in ("f32", "f64")
+                for d in ("fwd", "bwd")]
+
+
+def _rate_fns(x, w, g, s, p):
+    """The 8 timed calls of a width/shape row: (adder, conv) × (fwd, bwd), for x's dtype."""
+    st, pd = (s, s), (p, p)
+    return {
+        ("adder", "fwd"): lambda: fast.adder2d_forward(x, w, st, pd, "l1"),
+        ("adder", "bwd"): lambda: fast.adder2d_backward(x, w, g, st, pd, "l1", "full", "hardtanh"),
+        ("conv", "fwd"): lambda: fast.conv2d_forward(x, w, st, pd),
+        ("conv", "bwd"): lambda: fast.conv2d_backward(x, w, g, st, pd),
+    }
+
+
+def rate_table(rows, threads, repeat, cpu_clock):
+    """G-taps/s of every (op, dtype, direction) for each row (label, N, Cin, Cout, H, W, k, s, p),
+    then each rate's ratio to the best of its column.  Minimum time over ``repeat`` runs."""
+    clock = time.thread_time if (cpu_clock and threads == 1) else time.perf_counter
+    rng = np.random.default_rng(0)
+    rates = []
+    with num_threads(threads):
+        for label, n, cin, cout, h, w_in, k, s, p in rows:
+            ho, wo = (h + 2 * p - k) // s + 1, (w_in + 2 * p - k) // s + 1
+            taps = n * cout * ho * wo * cin * k * k
+            row = {}
+            for dt, dtype in (("f32", np.float32), ("f64", np.float64)):
+                x = rng.standard_normal((n, cin, h, w_in)).astype(dtype)
+                w = rng.standard_normal((cout, cin, k, k)).astype(dtype)
+                g = rng.standard_normal((n, cout, ho, wo)).astype(dtype)
+                for (op, d), fn in _rate_fns(x, w, g, s, p).items():
+                    fn()  # warm-up: workspaces
+                    best = float("inf")
+                    for _ in range(repeat):
+                        t0 = clock()
+                        fn()
+                        best = min(best, clock() - t0)
+                    row[(op, dt, d)] = taps / best / 1e9
+            rates.append((label, row))
+            print(f"  {label:24} " + " ".join(f"{row[c]:6.2f}" for c in RATE_COLUMNS), flush=True)
+    best = {c: max(r[c] for _, r in rates) for c in RATE_COLUMNS}
+    names = " ".join(f"{op[:3]}{dt[1:]}{d[0]}".rjust(6) for op, dt, d in RATE_COLUMNS)
+    print(f"# G-taps/s (best of {repeat}), then ratio best/this per column "
+          f"(ad=adder l1, con=conv; 32/64 = float32/64; f/b = forward/backward)")
+    print(f"  {'shape':24} {names} | {names}")
+    for label, r in rates:
+        print(f"  {label:24} " + " ".join(f"{r[c]:6.2f}" for c in RATE_COLUMNS) + " | "
+              + " ".join(f"{best[c] / r[c]:6.2f}" for c in RATE_COLUMNS))
+    worst = {c: max(best[c] / r[c] for _, r in rates) for c in RATE_COLUMNS}
+    print(f"  {'worst ratio':24} {'':{7 * len(RATE_COLUMNS) - 1}} | "
+          + " ".join(f"{worst[c]:6.2f}" for c in RATE_COLUMNS))
+    return rates
+
+
+def parse_widths(text):
+    """"1-64", "1-64:3" (step) or "7,8,28" -> list of widths."""
+    out = []
+    for part in text.split(","):
+        rng_part, _, step = part.partition(":")
+        lo, _, hi = rng_part.partition("-")
+        out += list(range(int(lo), int(hi or lo) + 1, int(step or 1)))
+    return out
+
+
 _SELECTED = None
 
 
@@ -190,12 +279,34 @@ def main():
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--cpu-clock", action="store_true",
                         help="time 1-thread rows with the thread's CPU clock (shared machines)")
+    parser.add_argument("--shapes", choices=["cifar", "imagenet"], default="cifar",
+                        help="cifar: the ResNet-20 table (default); imagenet: G-taps/s of the "
+                             "ResNet-18/50 ImageNet layers (batch --batch[0]) and ratio to best")
+    parser.add_argument("--widths", help="output-width sweep, e.g. 1-64 or 1-64:3 or 7,8,28: "
+                                         "G-taps/s per width and ratio to the best width")
+    parser.add_argument("--sweep", type=int, nargs=3, default=[1, 64, 32],
+                        metavar=("N", "C", "H"), help="layer of the width sweep: batch, "
+                        "channels (in = out), input height (3x3 s1 p1; default 1 64 32)")
     args = parser.parse_args()
     if args.layer:
         _SELECTED = [LAYERS[i][0] for i in args.layer]
     print(f"# machine: {machine()}; numpy {np.__version__}; kernels: {fast.simd()}; "
           f"load average at start {os.getloadavg()[0]:.1f}; "
           f"1-thread clock: {'thread CPU time' if args.cpu_clock else 'wall'}")
+    if args.widths or args.shapes == "imagenet":
+        for threads in args.threads:
+            if args.widths:
+                n, c, h = args.sweep
+                print(f"# width sweep: (N, C, H, W) = ({n}, {c}, {h}, W) -> {c}, 3x3 s1 p1, "
+                      f"{threads} thread(s)")
+                rows = [(f"W={w}", n, c, c, h, w, 3, 1, 1) for w in parse_widths(args.widths)]
+            else:
+                print(f"# ResNet-18/50 ImageNet layers, batch {args.batch[0]}, {threads} thread(s)")
+                rows = [(name, args.batch[0], cin, cout, h, h, k, s, p)
+                        for name, cin, cout, h, k, s, p in IMAGENET_LAYERS]
+            rate_table(rows, threads, args.repeat, args.cpu_clock)
+        print(f"# load average at end {os.getloadavg()[0]:.1f}")
+        return
     run(args.batch, args.threads, args.repeat, LAYERS, not args.no_torch, args.cpu_clock)
     print(f"# load average at end {os.getloadavg()[0]:.1f}")
 

@@ -66,10 +66,12 @@ def assert_close(actual, expected, dtype):
 
 @pytest.fixture(params=[None, 512], ids=["tile=image", "tile=small"])
 def tile_bytes(request, monkeypatch):
-    """Default tiles, and tiny tiles (several tiles per image, ragged tails)."""
+    """Default tiles, and tiny tiles (one register block: several tiles per image, tiles
+    ending inside an output row, merged ragged tails)."""
     if request.param is not None:
         monkeypatch.setitem(fast.TILE_BYTES, "forward", request.param)
         monkeypatch.setitem(fast.TILE_BYTES, "backward", request.param)
+        monkeypatch.setattr(fast, "TILE_MIN_BLOCKS", 1)
     return request.param
 
 
@@ -174,8 +176,11 @@ def test_raw_drivers_check_workspaces_and_geometry():
     f32 = np.float32
     x, w = np.zeros((2, 3, 8, 8), f32), np.zeros((4, 27), f32)
     y, g = np.zeros((2, 4, 8, 8), f32), np.zeros((2, 4, 8, 8), f32)
-    col, xp = np.zeros((1, 27 * 64), f32), np.zeros((1, 3 * 100 + 32), f32)
-    _adder.adder_forward(x, w, y, 3, 3, 1, 1, 1, 1, _adder.FORWARD_L1, 8, col, xp, 1)  # fits
+    # tiles of 64 positions = the whole 8x8 output: col needs exactly K x 64
+    assert _adder.tile_capacity(64, 64, 4) == 64
+    col = np.zeros((1, 27 * 64), f32)
+    xp = np.zeros((1, 3 * 100 + _adder.PAD_SLACK), f32)
+    _adder.adder_forward(x, w, y, 3, 3, 1, 1, 1, 1, _adder.FORWARD_L1, 64, col, xp, 1)  # fits
     cases = [
         ("col_workspace", dict(col=col[:, :-1])),
         ("pad_workspace", dict(xp=xp[:, :300])),
@@ -187,13 +192,13 @@ def test_raw_drivers_check_workspaces_and_geometry():
         a = dict(y=y, mode=_adder.FORWARD_L1, col=col, xp=xp, threads=1)
         a.update(change)
         with pytest.raises(ValueError, match=match):
-            _adder.adder_forward(x, w, a["y"], 3, 3, 1, 1, 1, 1, a["mode"], 8,
+            _adder.adder_forward(x, w, a["y"], 3, 3, 1, 1, 1, 1, a["mode"], 64,
                                  np.ascontiguousarray(a["col"]), np.ascontiguousarray(a["xp"]),
                                  a["threads"])
     gi = np.zeros_like(x)
-    wt, gt = np.zeros((27, 4), f32), np.zeros((1, 4 * 64), f32)
+    wt, gt = np.zeros((27, 4), f32), np.zeros((1, 2 * 4 * 64), f32)
     partial, psum = np.zeros((2, 4, 27), f32), np.zeros((2, 4), f32)
-    args = [x, wt, g, gi, 3, 3, 1, 1, 1, 1, False, _adder.INPUT_GRAD_HARDTANH, 8, col, gt, xp,
+    args = [x, wt, g, gi, 3, 3, 1, 1, 1, 1, False, _adder.INPUT_GRAD_HARDTANH, 64, col, gt, xp,
             partial, psum, 1]
     _adder.adder_backward(*args)  # fits
     for index, bad, match in [(14, gt[:, :-1], "gt_workspace"),
@@ -207,3 +212,76 @@ def test_raw_drivers_check_workspaces_and_geometry():
             _adder.adder_backward(*bad_args)
     with pytest.raises(ValueError, match="cols"):
         _adder.im2col(x, np.zeros((27, 2 * 64 - 1), f32), 3, 3, 1, 1, 1, 1, 8, 8, 1)
+
+
+def test_constants_exported_from_c():
+    """PAD_SLACK and the block widths come from the C headers (one definition)."""
+    from addercore_ext import _adder
+
+    assert _adder.PAD_SLACK >= 2 * _adder.VECTOR_LANES_F32  # stride-2 gathers read 2 vectors
+    assert _adder.FORWARD_BLOCK_F32 % _adder.VECTOR_LANES_F32 == 0
+    assert _adder.FORWARD_BLOCK_F64 % _adder.VECTOR_LANES_F64 == 0
+    lanes = _adder.VECTOR_LANES_F32
+    assert _adder.VECTOR_LANES_F64 * 2 == lanes or lanes == 1
+    # the tiles: a remainder shorter than one block joins the last tile; rows = whole vectors
+    block = _adder.FORWARD_BLOCK_F32
+    # longest tile: 2 blocks plus a merged remainder of up to block - 1, in whole vectors
+    assert _adder.tile_capacity(10 * block, 2 * block, 4) == -(-(3 * block - 1) // lanes) * lanes
+    assert _adder.tile_capacity(2 * block + 1, 2 * block, 4) == 2 * block + lanes
+    assert _adder.tile_capacity(3, 2 * block, 4) == lanes
+    with pytest.raises(ValueError, match="tile_positions"):
+        _adder.tile_capacity(10, 0, 4)
+
+
+# Output widths of issue 14 (odd, prime, MNIST 28, ImageNet 56): every one must give the
+# reference's results, whatever the vector width divides.
+WIDTHS = [1, 3, 7, 9, 13, 28, 56]
+
+
+def _width_case(wo, stride, dtype, seed):
+    """A 3x3 layer (padding 1) whose output is (Ho, wo) for the given stride; small N, C."""
+    h_out = 5
+    w_in = (wo - 1) * stride + 1  # (w_in + 2 - 3) // stride + 1 == wo
+    h_in = (h_out - 1) * stride + 1
+    return make((2, 3, h_in, w_in, 10, 3, 3, (stride, stride), (1, 1)), dtype, seed=seed)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("wo", WIDTHS)
+def test_any_output_width_matches_reference(wo, stride, dtype, tile_bytes):
+    x, weight, g, st, pd = _width_case(wo, stride, dtype, seed=wo)
+    assert reference.adder2d_forward(x, weight, st, pd, "l1").shape[3] == wo
+    for norm in ("l1", "l2"):
+        np.testing.assert_array_equal(fast.adder2d_forward(x, weight, st, pd, norm),
+                                      reference.adder2d_forward(x, weight, st, pd, norm))
+        args = (x, weight, g, st, pd, norm, "full", "hardtanh" if norm == "l1" else "exact")
+        for a, b in zip(fast.adder2d_backward(*args), reference.adder2d_backward(*args)):
+            assert_close(a, b, dtype)
+    args = (x, weight, g, st, pd, "l1", "sign", "sign")
+    for a, b in zip(fast.adder2d_backward(*args), reference.adder2d_backward(*args)):
+        assert_close(a, b, dtype)
+    assert_close(fast.conv2d_forward(x, weight, st, pd),
+                 reference.conv2d_forward(x, weight, st, pd), dtype)
+    for a, b in zip(fast.conv2d_backward(x, weight, g, st, pd),
+                    reference.conv2d_backward(x, weight, g, st, pd)):
+        assert_close(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_any_output_width_bit_identical_across_thread_counts(dtype, tile_bytes):
+    for wo in WIDTHS:
+        for stride in (1, 2):
+            x, weight, g, st, pd = _width_case(wo, stride, dtype, seed=100 + wo)
+            results = []
+            for threads in (1, 2):
+                with num_threads(threads):
+                    out = [fast.adder2d_forward(x, weight, st, pd, "l1"),
+                           fast.adder2d_forward(x, weight, st, pd, "l2"),
+                           fast.conv2d_forward(x, weight, st, pd)]
+                    out += fast.adder2d_backward(x, weight, g, st, pd, "l1", "full", "hardtanh")
+                    out += fast.adder2d_backward(x, weight, g, st, pd, "l2", "sign", "exact")
+                    out += fast.conv2d_backward(x, weight, g, st, pd)
+                results.append(out)
+            for a, b in zip(*results):
+                assert a.tobytes() == b.tobytes(), (wo, stride)

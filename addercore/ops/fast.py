@@ -10,18 +10,17 @@ Threads: every call reads :func:`addercore.threads.get_num_threads`; results do 
 
 Memory: each call allocates its outputs (and, for the backward, a (K, Cout) transposed copy of
 the filters, at most 147 KiB in ResNet-20).  Workspaces (per thread: one packed-patch tile
-of K × (a few output rows) elements, ~128 KiB, and a zero-padded copy of one input image; for
+of K × (a run of output positions) elements, ~128 KiB, and a zero-padded copy of one input image; for
 the backward also the transposed grad_output tile, and the per-slot filter-gradient partial sums of
 ``slots × Cout × K``) are cached per Python thread and dtype and grown on demand, so the hot
 path of a training loop allocates nothing large after the first step.
 """
-import math
 import threading
 
 import numpy as np
 
 from addercore_ext import _adder  # ImportError here selects the numpy backend
-from addercore_ext import _norm
+from addercore_ext import _batchnorm
 
 from ..threads import get_num_threads
 
@@ -47,11 +46,13 @@ __all__ = [
 #: (and so the result) identical for any number of threads.
 MAX_BACKWARD_SLOTS = 16
 
-#: Bytes of packed patches per tile (a tile is a group of whole output rows of one image): the
+#: Bytes of packed patches per tile (a tile is a run of consecutive output positions of one image): the
 #: tile is packed, then consumed while it is still in the core's L2 cache.
 TILE_BYTES = {"forward": 128 * 1024, "backward": 128 * 1024}
 
-_PAD_SLACK = 32  # elements after a padded image that stride-2 vector loads may touch (PAD_SLACK)
+#: Fewest forward register blocks of positions per tile, whatever TILE_BYTES allows (a tile
+#: streams every filter once; very short tiles of very long filters would make that dominate).
+TILE_MIN_BLOCKS = 2
 
 _INPUT_MODES = {
     "hardtanh": _adder.INPUT_GRAD_HARDTANH,
@@ -85,13 +86,13 @@ def _workspace(name, dtype, shape, zero=False):
     return view
 
 
-def _tile_rows(k, ho, wo, itemsize, which):
-    """Output rows per packed tile: as many as fit TILE_BYTES[which], at least one."""
-    rows = TILE_BYTES[which] // max(1, k * wo * itemsize)
-    # whole register blocks of positions (2 vectors of 32 bytes) per tile when possible
-    align = (64 // itemsize) // math.gcd(wo, 64 // itemsize)
-    rows = rows - rows % align if rows >= align else max(1, rows)
-    return int(max(1, min(ho, rows)))
+def _tile_positions(k, itemsize, which):
+    """Output positions per packed tile (consecutive, across row ends): as many whole forward
+    register blocks as fit TILE_BYTES[which], at least TILE_MIN_BLOCKS.  Independent of the
+    output width, so the kernels' speed per tap is too."""
+    block = _adder.FORWARD_BLOCK_F32 if itemsize == 4 else _adder.FORWARD_BLOCK_F64
+    blocks = TILE_BYTES[which] // max(1, k * itemsize * block)
+    return int(block * max(TILE_MIN_BLOCKS, blocks))
 
 
 def _out_size(size, kernel, stride, padding):
@@ -103,7 +104,7 @@ def adder2d_forward(x, weight, stride, padding, norm):
 
     ``norm="l1"``: ``y = -Σ |Xp_patch - F|``; ``"l2"``: ``y = -Σ (Xp_patch - F)²``, both summed
     in the canonical order (bit-identical to the reference).  Allocates ``y``; uses the cached
-    ``threads × K·tile`` patch workspace (tile: whole output rows, ~128 KiB).
+    ``threads × K·tile`` patch workspace (tile: a run of output positions, ~128 KiB).
     """
     n, cin, h, w = x.shape
     cout, _, kh, kw = weight.shape
@@ -125,10 +126,12 @@ def _tiled_forward(x, weight, y, stride, padding, mode):
     ho, wo = y.shape[2:]
     threads = max(1, min(get_num_threads(), n))
     k = cin * kh * kw
-    rows = _tile_rows(k, ho, wo, x.itemsize, "forward")
-    col = _workspace("col", x.dtype, (threads, k * rows * wo))
-    xpad = _workspace("padded_image", x.dtype, (threads, cin * (h + 2 * ph) * (w + 2 * pw) + _PAD_SLACK))
-    _adder.adder_forward(x, weight.reshape(cout, -1), y, kh, kw, sh, sw, ph, pw, mode, rows,
+    tile = _tile_positions(k, x.itemsize, "forward")
+    cap = _adder.tile_capacity(ho * wo, tile, x.itemsize)
+    col = _workspace("col", x.dtype, (threads, k * cap))
+    xpad = _workspace("padded_image", x.dtype,
+                      (threads, cin * (h + 2 * ph) * (w + 2 * pw) + _adder.PAD_SLACK))
+    _adder.adder_forward(x, weight.reshape(cout, -1), y, kh, kw, sh, sw, ph, pw, mode, tile,
                          col, xpad, threads)
 
 
@@ -174,16 +177,18 @@ def _tiled_backward(x, weight, grad_output, stride, padding, filter_sign, input_
     grad_input = np.empty_like(x)
     slots = min(n, MAX_BACKWARD_SLOTS)
     threads = max(1, min(get_num_threads(), slots))
-    rows = _tile_rows(k, ho, wo, x.itemsize, "backward")
-    col = _workspace("col", dtype, (threads, max(k * rows * wo, 1)))
-    g_t = _workspace("grad_output_t", dtype, (threads, max(cout * rows * wo, 1)))
-    xpad = _workspace("padded_image", dtype, (threads, cin * (h + 2 * ph) * (w + 2 * pw) + _PAD_SLACK))
+    tile = _tile_positions(k, x.itemsize, "backward")
+    cap = _adder.tile_capacity(ho * wo, tile, x.itemsize)
+    col = _workspace("col", dtype, (threads, max(k * cap, 1)))
+    g_t = _workspace("grad_output_t", dtype, (threads, max(2 * cout * cap, 1)))
+    xpad = _workspace("padded_image", dtype,
+                      (threads, cin * (h + 2 * ph) * (w + 2 * pw) + _adder.PAD_SLACK))
     partial = _workspace("partial_grad_weight", dtype, (slots, cout, k), zero=True)
     partial_sum = _workspace("partial_grad_sum", dtype, (slots, cout), zero=True)
     w2 = weight.reshape(cout, k)
     _adder.adder_backward(
         x, np.ascontiguousarray(w2.T), grad_output, grad_input, kh, kw, sh, sw, ph, pw,
-        filter_sign, input_mode, rows, col, g_t, xpad, partial, partial_sum, threads,
+        filter_sign, input_mode, tile, col, g_t, xpad, partial, partial_sum, threads,
     )
     return grad_input, _sum_slots(partial), _sum_slots(partial_sum)
 
@@ -267,7 +272,7 @@ def conv2d_backward(x, weight, grad_output, stride, padding):
 
 # --------------------------------------------------------------------------------------------
 # BatchNorm2d (alone or fused with + residual and ReLU) and ReLU backward
-# (addercore_ext/_norm.pyx: one channel per work unit)
+# (addercore_ext/_batchnorm.pyx: one channel per work unit)
 # --------------------------------------------------------------------------------------------
 def batch_norm2d_forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
     """Same contract as the reference: returns ``(y, mean, invstd)`` ((N, C, H, W), (C,), (C,))
@@ -294,7 +299,7 @@ def batch_norm2d_relu_apply(x, weight, bias, stats, eps, residual):
     n, c, h, w = x.shape
     mean, var = (np.array(s, dtype=np.float64) for s in stats)  # (C,) copies, writable
     y = np.empty_like(x)
-    _norm.batch_norm_forward(x.reshape(n, c, h * w), weight, bias, y.reshape(n, c, h * w),
+    _batchnorm.batch_norm_forward(x.reshape(n, c, h * w), weight, bias, y.reshape(n, c, h * w),
                              mean, var, np.empty(c), False, eps, get_num_threads(),
                              None if residual is None else residual.reshape(n, c, h * w), True)
     return y
@@ -309,7 +314,7 @@ def _batch_norm_forward(x, weight, bias, running_mean, running_var, training, mo
     invstd = np.empty(c)
     x3 = x.reshape(n, c, h * w)
     r3 = None if residual is None else residual.reshape(n, c, h * w)
-    _norm.batch_norm_forward(x3, weight, bias, y.reshape(n, c, h * w), mean, var, invstd,
+    _batchnorm.batch_norm_forward(x3, weight, bias, y.reshape(n, c, h * w), mean, var, invstd,
                              training, eps, get_num_threads(), r3, relu)
     if training and running_mean is not None:
         count = n * h * w
@@ -345,7 +350,7 @@ def _batch_norm_backward(x, weight, output, grad_output, mean, invstd, training,
     grad_residual = np.empty_like(x) if residual else None
     grad_weight = np.empty(c)
     grad_bias = np.empty(c)
-    _norm.batch_norm_backward(
+    _batchnorm.batch_norm_backward(
         x.reshape(shape3), weight, grad_output.reshape(shape3),
         mean.astype(np.float64), invstd.astype(np.float64), grad_input.reshape(shape3),
         grad_weight, grad_bias, training, get_num_threads(),
@@ -357,6 +362,6 @@ def _batch_norm_backward(x, weight, output, grad_output, mean, invstd, training,
 def relu_backward(x, grad_output):
     """grad_output where x > 0, else 0 (one pass, no temporaries)."""
     grad_input = np.empty_like(x)
-    _norm.relu_backward(x.reshape(-1), grad_output.reshape(-1), grad_input.reshape(-1),
+    _batchnorm.relu_backward(x.reshape(-1), grad_output.reshape(-1), grad_input.reshape(-1),
                         get_num_threads())
     return grad_input

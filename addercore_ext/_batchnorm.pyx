@@ -35,14 +35,14 @@ ctypedef fused floating:
     double
 
 
-cdef extern from "norm_select.h" nogil:
+cdef extern from "relu_mask.h" nogil:
     double addercore_masked_f32(float g, float out)
     double addercore_masked_f64(double g, double out)
 
 
 cdef inline double _masked(floating g, floating out) noexcept nogil:
     """g where out > 0, else 0 (NaN out masks too, as ReLU's backward), without a branch
-    (norm_select.h: the mask is ~50% random, a branch on it is mispredicted half the time)."""
+    (relu_mask.h: the mask is ~50% random, a branch on it is mispredicted half the time)."""
     if floating is float:
         return addercore_masked_f32(g, out)
     else:
