@@ -75,13 +75,14 @@ def test_relu_apply_rebuilds_forward_bit_for_bit(backend, training):
     stats are float64, the reference's x's dtype: each backend rebuilds its own y)."""
     from addercore._backend import use_backend
 
-    x = (RNG.standard_normal((2, 3, 4, 5)) * 30 - 800).astype(np.float32)
-    w, b = RNG.uniform(0.5, 1.5, 3).astype(np.float32), RNG.standard_normal(3).astype(np.float32)
-    rm, rv = (RNG.standard_normal(3) - 800).astype(np.float32), np.full(3, 900, np.float32)
-    res = RNG.standard_normal(x.shape).astype(np.float32)
+    rng = np.random.default_rng(5)  # its own draws: the same inputs whichever tests ran before
+    x = (rng.standard_normal((2, 3, 4, 5)) * 30 - 800).astype(np.float32)
+    w, b = rng.uniform(0.5, 1.5, 3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    rm, rv = (rng.standard_normal(3) - 800).astype(np.float32), np.full(3, 900, np.float32)
+    res = rng.standard_normal(x.shape).astype(np.float32)
     with use_backend(backend):
         y, _, _, stats = ops.batch_norm2d_relu_forward(x, w, b, rm, rv, training, residual=res,
                                                        return_stats=True)
         again = ops.batch_norm2d_relu_apply(x, w, b, stats, residual=res)
     np.testing.assert_array_equal(again, y)
-    assert 0.2 < (y > 0).mean() < 0.8
+    assert 0.1 < (y > 0).mean() < 0.9  # the ReLU masks some, not all
