@@ -3,7 +3,9 @@
     addercore golden generate OUT_DIR [--small] [--select PATTERN ...]
     addercore golden verify GOLDEN_DIR [--candidate PORT_DIR] [--strict]
                                        [--select PATTERN ...] [--op OP ...]
+                                       [--expect-digest HEX|committed]
     addercore golden list [--small]
+    addercore ops                      # the op table: compiled kernel or reference, per op
 
 Exit status: 0 when everything passed, 1 when a case failed, 2 on usage or input errors.
 """
@@ -17,6 +19,10 @@ def _parser():
         prog="addercore", description="addercore: AdderNet on CPUs (golden test vectors).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    sub.add_parser("ops", help="print the op table (which ops run compiled kernels)",
+                   description="One line per public op of addercore.ops: its family, its "
+                               "compiled kernel (or why there is none), what compiled and "
+                               "reference agree on, its golden kind, and what runs now.")
     golden = sub.add_parser("golden", help="golden test vectors for other implementations",
                             description="Generate or verify golden test vectors "
                                         "(format: docs/golden-format.md).")
@@ -46,6 +52,9 @@ def _parser():
     ver.add_argument("--op", action="append", metavar="OP",
                      help="only cases of this op: adder2d, conv2d, batch_norm2d, resnet_cifar "
                           "(repeatable)")
+    ver.add_argument("--expect-digest", metavar="HEX",
+                     help="refuse (exit 2) unless manifest.json has this sha256; 'committed' "
+                          "means the committed small set's (tests/golden)")
     ver.add_argument("--quiet", action="store_true", help="no per-case progress lines")
 
     lst = gsub.add_parser("list", help="list the cases of the full (or small) set")
@@ -81,7 +90,8 @@ def _golden(args):
     print(f"verifying {who} against {args.golden_dir}")
     results = golden.verify(args.golden_dir, candidate_dir=args.candidate, select=args.select,
                             ops=args.op, strict=args.strict,
-                            progress=None if args.quiet else sys.stdout)
+                            progress=None if args.quiet else sys.stdout,
+                            expect_digest=args.expect_digest)
     print()
     golden.summary_table(results, sys.stdout)
     return 0 if all(r.ok for r in results) else 1
@@ -93,8 +103,14 @@ def main(argv=None):
     try:
         if args.command == "golden":
             return _golden(args)
-    except (FileNotFoundError, ValueError, TypeError) as exc:
-        print(f"addercore: error: {exc}", file=sys.stderr)
+        if args.command == "ops":
+            from . import ops
+
+            print(ops.describe())
+            return 0
+    except (OSError, ValueError, TypeError) as exc:
+        # one line: the message names the file and the problem
+        print(f"addercore: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     return 2
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import nn
+from .ops.geometry import Conv2dGeometry, output_size
 from .tensor import Tensor, no_grad
 
 __all__ = ["LayerOps", "OpsReport", "count_ops", "format_ops"]
@@ -94,7 +95,8 @@ class OpsReport:
 
 
 def _conv_out(hw, kernel, stride, padding):
-    return tuple((hw[i] + 2 * padding[i] - kernel[i]) // stride[i] + 1 for i in range(2))
+    """(Ho, Wo) of a pooling window over ``hw`` (the one formula, ops.geometry)."""
+    return tuple(output_size(hw[i], kernel[i], stride[i], padding[i]) for i in range(2))
 
 
 def _shape_fn(module):
@@ -105,10 +107,12 @@ def _shape_fn(module):
             if len(s) != 4 or s[1] != module.in_channels:
                 raise ValueError(f"{type(module).__name__} expects (N, {module.in_channels}, H, W),"
                                  f" got {s}")
-            ho, wo = _conv_out(s[2:], module.kernel_size, module.stride, module.padding)
-            if ho < 1 or wo < 1:
+            geo = Conv2dGeometry.from_shapes(
+                s, (module.out_channels, module.in_channels) + tuple(module.kernel_size),
+                module.stride, module.padding)
+            if geo.ho < 1 or geo.wo < 1:
                 raise ValueError(f"input {s} too small for kernel {module.kernel_size}")
-            return (s[0], module.out_channels, ho, wo)
+            return geo.out_shape
         return f
     if isinstance(module, nn.Linear):
         return lambda s: (s[0], module.out_features)

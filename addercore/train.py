@@ -47,6 +47,7 @@ from . import nn
 from .data import BatchLoader, load_cifar10, load_cifar100
 from .data.transforms import CIFAR10_MEAN, CIFAR10_STD
 from .models import MODELS
+from .ops.options import FILTER_GRADS, NORMS
 from .optim import SGD, CosineAnnealingLR
 from .tensor import no_grad
 from .threads import set_num_threads
@@ -131,8 +132,8 @@ class TrainConfig:
         choice("dataset", ("cifar10", "cifar100"))
         choice("model", CIFAR_MODELS)
         choice("kind", ("adder", "cnn"))
-        choice("norm", ("l1", "l2"))
-        choice("filter_grad", ("full", "sign"))
+        choice("norm", NORMS)
+        choice("filter_grad", FILTER_GRADS)
         choice("dtype", ("float32", "float64"))
         for name in ("epochs", "batch_size", "test_batch_size"):
             pos_int(name)

@@ -71,7 +71,7 @@ python -c "import addercore_ext._adder as a, addercore; print('checked build:', 
 # The test process must import this copy, not the checkout: run from $WORK with -p no:cacheprovider.
 HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-asan}" \
 python -m pytest -q -p no:cacheprovider \
-  tests/test_ops_reference.py tests/test_properties.py tests/test_validation.py \
+  tests/test_op_*.py tests/test_properties.py tests/test_validation.py \
   $(cd "$WORK" && ls tests/test_kernels*.py tests/test_fast*.py 2>/dev/null) \
   "${PYTEST_ARGS[@]}"
 echo "== ASan: no out-of-bounds access detected"

@@ -24,7 +24,7 @@ for d in "$ROOT" "$AVX2"; do
 done | tee "$OUT/simd.txt"
 PYTHONPATH=$ROOT $PY -m pytest -q -p no:cacheprovider -m "not slow" tests/test_kernels.py \
   tests/test_golden.py tests/test_properties.py tests/test_batchnorm_kernels.py tests/test_fused_norm.py \
-  tests/test_ops_reference.py tests/test_threads.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
+  tests/test_op_*.py tests/test_threads.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
 for d in "$ROOT" "$AVX2"; do
   echo "== $d" | tee -a "$OUT/layers.txt" "$OUT/resnet20.txt"
   (cd "$d" && PYTHONPATH=$d $PY benchmarks/bench_layers.py --batch 256 --threads 1 2 --repeat 3 \

@@ -30,6 +30,8 @@ import tempfile
 
 import numpy as np
 
+from addercore.ops.geometry import Conv2dGeometry
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_GOLDEN = os.path.join(HERE, os.pardir, "tests", "golden")
 
@@ -38,11 +40,12 @@ DEFAULT_GOLDEN = os.path.join(HERE, os.pardir, "tests", "golden")
 # The "port": naive kernels written from the spec (shared/spec/addernet.md)
 # --------------------------------------------------------------------------------------------
 def _geometry(x, w, stride, padding):
-    n, cin, h, wd = x.shape
-    cout, _, kh, kw = w.shape
-    (sh, sw), (ph, pw) = stride, padding
-    return n, cin, h, wd, cout, kh, kw, sh, sw, ph, pw, (h + 2 * ph - kh) // sh + 1, \
-        (wd + 2 * pw - kw) // sw + 1
+    # The shapes and output size (docs/golden-format.md §2) from addercore's one geometry
+    # object: bookkeeping shared with the port, not a kernel; every value below is computed
+    # by the naive loops of this file.
+    g = Conv2dGeometry.from_shapes(x.shape, w.shape, stride, padding)
+    (sh, sw), (ph, pw) = g.stride, g.padding
+    return g.n, g.cin, g.h, g.w, g.cout, g.kh, g.kw, sh, sw, ph, pw, g.ho, g.wo
 
 
 def _pixel(x, n, c, r, s, ph, pw):

@@ -204,3 +204,188 @@ def test_port_check_example(capsys):
     argv = [str(GOLDEN)] + [a for name in select for a in ("--select", name)]
     assert module.main(argv) == 0
     capsys.readouterr()
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile or damaged sets (issue 13): confined paths, regular files, bounded sizes, digests
+# --------------------------------------------------------------------------------------------
+def _small_set(tmp_path, name="g"):
+    """A copy of two committed cases with their own manifest."""
+    d = tmp_path / name
+    d.mkdir()
+    manifest = golden.load_manifest(GOLDEN)
+    keep = [e for e in manifest["cases"]
+            if e["name"] in ("conv2d_k1s2p0_f64", "batch_norm2d_eval_f32")]
+    for e in keep:
+        shutil.copy(GOLDEN / e["file"], d / e["file"])
+    manifest["cases"] = keep
+    (d / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return d, manifest
+
+
+def _with_file(d, manifest, index, file_value):
+    manifest["cases"][index]["file"] = file_value
+    (d / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "/etc/passwd", "/dev/zero", "a/../../x.npz",
+                                 "..\\secret.npz", ""])
+def test_manifest_paths_outside_the_folder_are_refused(tmp_path, capsys, bad):
+    d, manifest = _small_set(tmp_path)
+    _with_file(d, manifest, 0, bad)
+    with pytest.raises(ValueError, match=r"manifest.json: cases\[0\] \('conv2d_k1s2p0_f64'\): "
+                                         r"'file' (must be a non-empty|.*(absolute|'\.\.'))"):
+        golden.verify(d)
+    assert main(["golden", "verify", str(d), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("addercore: error: ") and err.count("\n") == 1 and "'file'" in err
+
+
+def test_symlink_leaving_the_folder_is_refused(tmp_path):
+    d, manifest = _small_set(tmp_path)
+    outside = tmp_path / "outside.npz"
+    shutil.copy(GOLDEN / "conv2d_k1s2p0_f64.npz", outside)
+    (d / "conv2d_k1s2p0_f64.npz").unlink()
+    os.symlink(outside, d / "conv2d_k1s2p0_f64.npz")
+    results = golden.verify(d)
+    assert not results[0].ok and "outside" in results[0].message and results[1].ok
+    # a link that stays inside the folder is fine
+    (d / "conv2d_k1s2p0_f64.npz").unlink()
+    os.rename(outside, d / "real.npz")
+    os.symlink("real.npz", d / "conv2d_k1s2p0_f64.npz")
+    assert golden.verify(d)[0].ok
+
+
+def test_devices_and_non_regular_files_are_never_read(tmp_path):
+    d, manifest = _small_set(tmp_path)
+    (d / "conv2d_k1s2p0_f64.npz").unlink()
+    os.symlink("/dev/zero", d / "conv2d_k1s2p0_f64.npz")  # leaves the folder: refused
+    (d / "batch_norm2d_eval_f32.npz").unlink()
+    os.mkfifo(d / "batch_norm2d_eval_f32.npz")  # inside, but a FIFO: refused without blocking
+    results = golden.verify(d)
+    assert [r.ok for r in results] == [False, False]
+    assert "outside" in results[0].message
+    assert "not a regular file" in results[1].message
+    # and the manifest itself must be a regular file
+    (d / "manifest.json").unlink()
+    os.mkfifo(d / "manifest.json")
+    with pytest.raises(ValueError, match="not a regular file"):
+        golden.verify(d)
+
+
+def test_sizes_are_bounded_before_reading(tmp_path):
+    d, _ = _small_set(tmp_path)
+    results = golden.verify(d, max_file_bytes=1000)
+    assert all(not r.ok and "more than the 1000-byte limit" in r.message for r in results)
+    # a candidate whose zip declares more than the bound is refused before inflating
+    cand = tmp_path / "c"
+    cand.mkdir()
+    np.savez_compressed(cand / "conv2d_k1s2p0_f64.npz", output=np.zeros(10**6))
+    assert os.path.getsize(cand / "conv2d_k1s2p0_f64.npz") < 100_000
+    results = golden.verify(d, candidate_dir=cand, max_file_bytes=1_000_000)
+    assert "declares" in results[0].message and "limit" in results[0].message
+
+
+def test_candidate_paths_are_confined_to_the_candidate_folder(tmp_path):
+    d, manifest = _small_set(tmp_path)
+    cand = tmp_path / "c"
+    cand.mkdir()
+    good = tmp_path / "port_outputs.npz"
+    arrays = golden.read_npz(GOLDEN / "conv2d_k1s2p0_f64.npz")
+    golden.write_npz(good, {k: arrays[k] for k in manifest["cases"][0]["outputs"]})
+    os.symlink(good, cand / "conv2d_k1s2p0_f64.npz")  # a correct file, but outside cand
+    results = golden.verify(d, candidate_dir=cand, select=["conv2d_*"])
+    assert not results[0].ok and "candidate file refused" in results[0].message
+    os.unlink(cand / "conv2d_k1s2p0_f64.npz")
+    shutil.copy(good, cand / "conv2d_k1s2p0_f64.npz")
+    assert golden.verify(d, candidate_dir=cand, select=["conv2d_*"])[0].ok
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda m: m["cases"][0].pop("file"), r"cases\[0\] \('conv2d_k1s2p0_f64'\): key 'file' is missing"),
+    (lambda m: m["cases"][1].update(file=7), r"cases\[1\] \('batch_norm2d_eval_f32'\): 'file' must be a string, got int"),
+    (lambda m: m["cases"][0].update(outputs="output"), r"'outputs' must be a list"),
+    (lambda m: m["cases"][0]["tolerance"].update(rtol="big"), r"tolerance\['rtol'\] must be a finite number"),
+    (lambda m: m["cases"][0]["tolerance"].update(atol=-1), r"tolerance\['atol'\] must be a finite number >= 0"),
+    (lambda m: m["cases"][0].update(sha256="xyz"), r"'sha256' must be 64 lowercase hex digits"),
+    (lambda m: m["cases"][0].update(dtype="float16"), r"'dtype' must be 'float32' or 'float64'"),
+    (lambda m: m.update(cases={"a": 1}), r"'cases' must be a list"),
+    (lambda m: m["cases"].__setitem__(0, [1]), r"cases\[0\] must be an object"),
+    (lambda m: m["cases"].append(dict(m["cases"][0])), r"appears twice"),
+])
+def test_damaged_manifest_is_a_value_error_naming_file_and_problem(tmp_path, capsys, damage,
+                                                                   match):
+    d, manifest = _small_set(tmp_path)
+    damage(manifest)
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=match) as exc:
+        golden.verify(d)
+    assert str(d / "manifest.json") in str(exc.value)
+    assert main(["golden", "verify", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "manifest.json" in err
+
+
+def test_manifest_not_json_or_deeply_nested(tmp_path, capsys):
+    d, _ = _small_set(tmp_path)
+    (d / "manifest.json").write_bytes(b"{\"format\": ")
+    with pytest.raises(ValueError, match="manifest.json: not valid JSON"):
+        golden.load_manifest(d)
+    (d / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="manifest.json: not valid JSON|must hold a JSON object"):
+        golden.load_manifest(d)
+    assert main(["golden", "verify", str(d)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_manifest_digest_printed_and_checked(tmp_path, capsys):
+    digest = golden.manifest_digest(GOLDEN)
+    assert digest == golden.COMMITTED_SMALL_SET_DIGEST  # update both when regenerating
+    sel = ["--select", "conv2d_k1s2p0_*", "--quiet"]
+    assert main(["golden", "verify", str(GOLDEN), "--expect-digest", "committed"] + sel) == 0
+    out = capsys.readouterr().out
+    assert f"manifest sha256: {digest} (the committed small set) (checked" in out
+    assert main(["golden", "verify", str(GOLDEN), "--expect-digest", digest.upper()] + sel) == 0
+    capsys.readouterr()
+    # a loosened tolerance lets garbage pass, but the digest gives it away
+    d = tmp_path / "g"
+    shutil.copytree(GOLDEN, d)
+    manifest = json.loads((d / "manifest.json").read_text())
+    for e in manifest["cases"]:
+        e["tolerance"].update(rtol=1e9, atol=1e9)
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    cand = tmp_path / "c"
+    cand.mkdir()
+    arrays = golden.read_npz(GOLDEN / "conv2d_k1s2p0_f64.npz")
+    golden.write_npz(cand / "conv2d_k1s2p0_f64.npz",
+                     {k: np.zeros_like(arrays[k]) + 7 for k in ("output", "grad_input",
+                                                                 "grad_weight")})
+    assert main(["golden", "verify", str(d), "--candidate", str(cand), "--select",
+                 "conv2d_k1s2p0_f64", "--quiet"]) == 0  # garbage passes the edited set...
+    out = capsys.readouterr().out
+    edited = golden.manifest_digest(d)
+    assert edited != digest and f"manifest sha256: {edited}\n" in out  # ...with another digest
+    assert main(["golden", "verify", str(d), "--candidate", str(cand), "--select",
+                 "conv2d_k1s2p0_f64", "--expect-digest", "committed"]) == 2  # ...not this
+    err = capsys.readouterr().err
+    assert "is not the expected" in err and err.count("\n") == 1
+    with pytest.raises(ValueError, match="64 hex digits"):
+        golden.verify(GOLDEN, expect_digest="abc")
+
+
+def test_generate_writes_every_file_atomically(tmp_path, monkeypatch):
+    """Every file of a set goes through addercore.io's atomic writer (fsync + rename)."""
+    from addercore import io as aio
+    from addercore.golden import files
+
+    written = []
+
+    def spy(path, data):
+        written.append(os.path.basename(os.fspath(path)))
+        return aio.atomic_write_bytes(path, data)
+
+    monkeypatch.setattr(files, "atomic_write_bytes", spy)
+    golden.generate(tmp_path, select=["batch_norm2d_eval_f32"])
+    assert written == ["batch_norm2d_eval_f32.npz", "manifest.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == written  # no temporary files left
+    assert golden.verify(tmp_path)[0].ok

@@ -46,8 +46,7 @@ cython_only = pytest.mark.skipif(
            "nothing to compare with the reference",
 )
 
-FILTER_GRADS = ("full", "sign")
-INPUT_GRADS = ("hardtanh", "sign", "exact")
+from addercore.ops.options import FILTER_GRADS, INPUT_GRADS  # noqa: E402
 
 
 @st.composite

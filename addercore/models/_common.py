@@ -4,9 +4,9 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn
+from ..ops.options import NORMS
 
 KINDS = ("adder", "cnn")
-NORMS = ("l1", "l2")
 
 
 def check_common(num_classes, kind, norm, eta, dtype):

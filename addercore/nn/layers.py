@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import functional as F
 from ..ops._validate import as_pair, choice
+from ..ops.options import FILTER_GRADS, INPUT_GRADS, NORMS, default_input_grad
 from .module import Module, Parameter
 
 __all__ = ["Adder2d", "Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d", "Linear", "Flatten",
@@ -84,11 +85,11 @@ class Adder2d(Module):
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
         self.stride = as_pair(stride, "stride", 1)
         self.padding = as_pair(padding, "padding", 0)
-        self.norm = choice(norm, "norm", ("l1", "l2"))
-        self.filter_grad = choice(filter_grad, "filter_grad", ("full", "sign"))
+        self.norm = choice(norm, "norm", NORMS)
+        self.filter_grad = choice(filter_grad, "filter_grad", FILTER_GRADS)
         if input_grad is None:
-            input_grad = "hardtanh" if norm == "l1" else "exact"
-        self.input_grad = choice(input_grad, "input_grad", ("hardtanh", "sign", "exact"))
+            input_grad = default_input_grad(norm)
+        self.input_grad = choice(input_grad, "input_grad", INPUT_GRADS)
         if eta is not None and not eta > 0:
             raise ValueError(f"eta must be positive or None, got {eta!r}")
         self.eta = eta

@@ -1,9 +1,15 @@
 """Kernel API of addercore: validated functions on plain numpy arrays (NCHW, float32/float64).
 
 Every function checks its arguments, then runs the compiled kernel (``addercore.ops.fast``,
-backed by ``addercore_ext``) when the Cython backend is active and that kernel exists, or the
-numpy reference (:mod:`addercore.ops.reference`) otherwise. Both give the same results: the ℓ1
+backed by ``addercore_ext``) when the Cython backend is active and the op table lists one, or
+the numpy reference (:mod:`addercore.ops.reference`) otherwise. Both give the same results: the
 adder forward bit for bit, the rest within rounding. Outputs have the inputs' dtype.
+
+Each function is registered in the op table (:mod:`addercore.ops.table`) by the
+``@register(...)`` line above it: its family, whether it has a compiled kernel (and if not,
+why), what compiled and reference promise to agree on, and its golden kind.
+:func:`compiled_ops` lists the ops running compiled code now; ``python -m addercore ops``
+prints the table; ``docs/adding-an-op.md`` walks through adding an op.
 
 ``stride`` and ``padding`` are an int or a pair ``(h, w)``; kernels may be non-square.
 
@@ -14,65 +20,29 @@ results of the right shape; NaN/Inf are not checked and propagate as in numpy.
 """
 import numpy as np
 
-from .. import _backend
 from . import reference
 from ._validate import (as_pair, choice, conv_geometry, expect_shape, float_array, real_scalar,
                         same_dtype, shape_tuple)
+from .geometry import Conv2dGeometry, output_size
+from .options import FILTER_GRADS, INPUT_GRADS, NORMS, default_input_grad
+from .table import compiled_ops, describe, implementation as _impl, register
 
-__all__ = [
-    "adder2d_forward",
-    "adder2d_backward",
-    "adaptive_scale",
-    "conv2d_forward",
-    "conv2d_backward",
-    "batch_norm2d_forward",
-    "batch_norm2d_backward",
-    "batch_norm2d_relu_forward",
-    "batch_norm2d_relu_backward",
-    "batch_norm2d_relu_apply",
-    "avg_pool2d_forward",
-    "avg_pool2d_backward",
-    "max_pool2d_forward",
-    "max_pool2d_backward",
-    "relu_forward",
-    "relu_backward",
-    "linear_forward",
-    "linear_backward",
-    "cross_entropy_forward",
-    "cross_entropy_backward",
-    "output_size",
-]
-
-output_size = reference.output_size
-
-NORMS = ("l1", "l2")
-FILTER_GRADS = ("full", "sign")
-INPUT_GRADS = ("hardtanh", "sign", "exact")
+# ``__all__`` (the public ops) is built from the op table at the end of this module.
 
 
-def _impl(name):
-    """The compiled implementation of ``name`` if active and available, else the reference."""
-    fast = _backend.fast_module()
-    if fast is not None:
-        fn = getattr(fast, name, None)
-        if fn is not None:
-            return fn
-    return getattr(reference, name)
-
-
-def _conv_args(x, weight, stride, padding, kind):
+def _conv_args(x, weight, stride, padding):
+    """Validated (x, weight, geometry) of a sliding-window layer call."""
     x = float_array(x, "x", 4, "(N, Cin, H, W)")
     weight = float_array(weight, "weight", 4, "(Cout, Cin, kh, kw)")
     same_dtype(x=x, weight=weight)
     stride = as_pair(stride, "stride", 1)
     padding = as_pair(padding, "padding", 0)
-    out_hw = conv_geometry(x, weight, stride, padding)
-    return x, weight, stride, padding, out_hw
+    return x, weight, conv_geometry(x, weight, stride, padding)
 
 
-def _grad_output(grad_output, x, weight, out_hw):
+def _grad_output(grad_output, x, geometry):
     g = float_array(grad_output, "grad_output", 4, "(N, Cout, Ho, Wo)")
-    expect_shape(g, "grad_output", (x.shape[0], weight.shape[0]) + tuple(out_hw))
+    expect_shape(g, "grad_output", geometry.out_shape)
     same_dtype(x=x, grad_output=g)
     return g
 
@@ -80,6 +50,7 @@ def _grad_output(grad_output, x, weight, out_hw):
 # --------------------------------------------------------------------------------------------
 # Adder layer
 # --------------------------------------------------------------------------------------------
+@register("adder2d", agreement="bit-exact", golden="adder2d")
 def adder2d_forward(x, weight, stride=1, padding=0, norm="l1"):
     """Adder layer forward (spec §1).
 
@@ -87,11 +58,12 @@ def adder2d_forward(x, weight, stride=1, padding=0, norm="l1"):
     Returns y: (N, Cout, Ho, Wo) with ``y = -Σ|Xp_patch - F|`` (``norm="l1"``) or
     ``-Σ(Xp_patch - F)²`` (``norm="l2"``), summed in the canonical order (c, i, j ascending).
     """
-    x, weight, stride, padding, _ = _conv_args(x, weight, stride, padding, "adder")
+    x, weight, geo = _conv_args(x, weight, stride, padding)
     choice(norm, "norm", NORMS)
-    return _impl("adder2d_forward")(x, weight, stride, padding, norm)
+    return _impl("adder2d_forward")(x, weight, geo.stride, geo.padding, norm, geometry=geo)
 
 
+@register("adder2d", golden="adder2d")
 def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1",
                      filter_grad="full", input_grad=None):
     """Adder layer backward with the substituted gradients of spec §2.
@@ -103,34 +75,38 @@ def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1",
     Returns (grad_input (N, Cin, H, W), grad_weight (Cout, Cin, kh, kw)); the filter gradient
     is raw, before :func:`adaptive_scale`.
     """
-    x, weight, stride, padding, out_hw = _conv_args(x, weight, stride, padding, "adder")
+    x, weight, geo = _conv_args(x, weight, stride, padding)
     choice(norm, "norm", NORMS)
     choice(filter_grad, "filter_grad", FILTER_GRADS)
     if input_grad is None:
-        input_grad = "hardtanh" if norm == "l1" else "exact"
+        input_grad = default_input_grad(norm)
     choice(input_grad, "input_grad", INPUT_GRADS)
-    g = _grad_output(grad_output, x, weight, out_hw)
-    return _impl("adder2d_backward")(x, weight, g, stride, padding, norm, filter_grad, input_grad)
+    g = _grad_output(grad_output, x, geo)
+    return _impl("adder2d_backward")(x, weight, g, geo.stride, geo.padding, norm, filter_grad,
+                                     input_grad, geometry=geo)
 
 
+@register("adder2d", compiled=False, golden="adder2d",
+          no_compiled="one vectorised numpy pass over the filter gradient is memory-bound")
 def adaptive_scale(grad_weight, eta=0.2):
     """Adaptive per-layer scaling: ``g · η·sqrt(g.size) / max(‖g‖₂, 1e-12)`` (same dtype)."""
     g = float_array(grad_weight, "grad_weight")
     eta = real_scalar(eta, "eta", low=0.0, low_open=True)
-    return reference.adaptive_scale(g, eta)
+    return _impl("adaptive_scale")(g, eta)
 
 
 # --------------------------------------------------------------------------------------------
 # Convolution
 # --------------------------------------------------------------------------------------------
+@register("conv2d", golden="conv2d")
 def conv2d_forward(x, weight, stride=1, padding=0, bias=None):
     """Convolution (cross-correlation): im2col + GEMM in the numpy reference; the compiled
     backend runs it in the adder kernels' tiled OpenMP drivers with a multiply-add per tap.
 
     x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw); bias: (Cout,) or None -> (N, Cout, Ho, Wo).
     """
-    x, weight, stride, padding, _ = _conv_args(x, weight, stride, padding, "conv")
-    y = _impl("conv2d_forward")(x, weight, stride, padding)
+    x, weight, geo = _conv_args(x, weight, stride, padding)
+    y = _impl("conv2d_forward")(x, weight, geo.stride, geo.padding, geometry=geo)
     if bias is not None:
         bias = float_array(bias, "bias", 1, "(Cout,)")
         same_dtype(x=x, bias=bias)
@@ -140,16 +116,17 @@ def conv2d_forward(x, weight, stride=1, padding=0, bias=None):
     return y
 
 
+@register("conv2d", golden="conv2d")
 def conv2d_backward(x, weight, grad_output, stride=1, padding=0):
     """Convolution backward -> (grad_input (N, Cin, H, W), grad_weight (Cout, Cin, kh, kw)).
 
     The bias gradient, if any, is ``grad_output.sum(axis=(0, 2, 3))``.
     """
-    x, weight, stride, padding, out_hw = _conv_args(x, weight, stride, padding, "conv")
-    g = _grad_output(grad_output, x, weight, out_hw)
+    x, weight, geo = _conv_args(x, weight, stride, padding)
+    g = _grad_output(grad_output, x, geo)
     if x.shape[0] == 0:  # empty batch: same answer on every backend
         return np.zeros_like(x), np.zeros_like(weight)
-    return _impl("conv2d_backward")(x, weight, g, stride, padding)
+    return _impl("conv2d_backward")(x, weight, g, geo.stride, geo.padding, geometry=geo)
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,6 +184,7 @@ def _batch_norm_backward_args(x, weight, grad_output, mean, invstd):
     return x, weight, g, mean, invstd
 
 
+@register("batch_norm2d", golden="batch_norm2d")
 def batch_norm2d_forward(x, weight, bias, running_mean=None, running_var=None, training=True,
                          momentum=0.1, eps=1e-5):
     """BatchNorm2d. x: (N, C, H, W); weight, bias, running_mean, running_var: (C,).
@@ -220,12 +198,14 @@ def batch_norm2d_forward(x, weight, bias, running_mean=None, running_var=None, t
     return _impl("batch_norm2d_forward")(*args)
 
 
+@register("batch_norm2d", golden="batch_norm2d")
 def batch_norm2d_backward(x, weight, grad_output, mean, invstd, training=True):
     """BatchNorm2d backward -> (grad_input (N, C, H, W), grad_weight (C,), grad_bias (C,))."""
     x, weight, g, mean, invstd = _batch_norm_backward_args(x, weight, grad_output, mean, invstd)
     return _impl("batch_norm2d_backward")(x, weight, g, mean, invstd, bool(training))
 
 
+@register("batch_norm2d")
 def batch_norm2d_relu_forward(x, weight, bias, running_mean=None, running_var=None,
                               training=True, momentum=0.1, eps=1e-5, residual=None,
                               return_stats=False):
@@ -246,6 +226,7 @@ def batch_norm2d_relu_forward(x, weight, bias, running_mean=None, running_var=No
     return _impl("batch_norm2d_relu_forward")(*args, residual, return_stats=bool(return_stats))
 
 
+@register("batch_norm2d")
 def batch_norm2d_relu_apply(x, weight, bias, stats, eps=1e-5, residual=None):
     """Recompute the output of :func:`batch_norm2d_relu_forward` from the same ``x``,
     ``weight``, ``bias``, ``eps`` and ``residual`` and the ``stats`` it returned with
@@ -271,6 +252,7 @@ def batch_norm2d_relu_apply(x, weight, bias, stats, eps=1e-5, residual=None):
     return _impl("batch_norm2d_relu_apply")(x, weight, bias, (mean, var), float(eps), residual)
 
 
+@register("batch_norm2d")
 def batch_norm2d_relu_backward(x, weight, output, grad_output, mean, invstd, training=True,
                                residual=False):
     """Backward of :func:`batch_norm2d_relu_forward` from its input ``x`` and its ``output``
@@ -290,6 +272,8 @@ def batch_norm2d_relu_backward(x, weight, output, grad_output, mean, invstd, tra
                                                bool(training), bool(residual))
 
 
+@register("avg_pool2d", compiled=False,
+          no_compiled="8x8 global pooling once per network: numpy strided sums suffice")
 def avg_pool2d_forward(x, kernel_size, stride=None):
     """Average pooling, no padding. x: (N, C, H, W) -> (N, C, Ho, Wo); stride defaults to kernel."""
     x = float_array(x, "x", 4, "(N, C, H, W)")
@@ -301,10 +285,13 @@ def avg_pool2d_forward(x, kernel_size, stride=None):
 
 
 def _pool_out_shape(x_shape, kernel, stride):
+    """(N, C, Ho, Wo) of pooling ``x_shape`` without padding."""
     n, c, h, w = x_shape
     return (n, c, output_size(h, kernel[0], stride[0], 0), output_size(w, kernel[1], stride[1], 0))
 
 
+@register("avg_pool2d", compiled=False,
+          no_compiled="8x8 global pooling once per network: numpy strided sums suffice")
 def avg_pool2d_backward(x_shape, grad_output, kernel_size, stride=None):
     """Average pooling backward -> grad_input of shape ``x_shape``."""
     x_shape = shape_tuple(x_shape, "x_shape", 4, "(N, C, H, W)")
@@ -326,6 +313,8 @@ def _max_pool_args(kernel_size, stride, padding):
     return kernel, stride, padding
 
 
+@register("max_pool2d", compiled=False,
+          no_compiled="only the ImageNet stem uses it, once per network")
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """Max pooling (padding with -inf). x: (N, C, H, W) -> (y (N, C, Ho, Wo), indices
     (N, C, Ho, Wo) int64: flat ``h·W + w`` of each window's maximum, -1 for a padding cell);
@@ -337,6 +326,8 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     return _impl("max_pool2d_forward")(x, kernel, stride, padding)
 
 
+@register("max_pool2d", compiled=False,
+          no_compiled="only the ImageNet stem uses it, once per network")
 def max_pool2d_backward(x_shape, grad_output, indices):
     """Max pooling backward -> grad_input of shape ``x_shape`` (gradient routed to each
     window's maximum through ``indices`` from :func:`max_pool2d_forward`)."""
@@ -353,11 +344,14 @@ def max_pool2d_backward(x_shape, grad_output, indices):
     return _impl("max_pool2d_backward")(x_shape, g, indices.astype(np.int64, copy=False))
 
 
+@register("relu", compiled=False,
+          no_compiled="np.maximum is one memory-bound pass; the networks fuse ReLU into BatchNorm")
 def relu_forward(x):
     """max(x, 0), elementwise, any shape."""
     return _impl("relu_forward")(float_array(x, "x"))
 
 
+@register("relu", agreement="bit-exact")
 def relu_backward(x, grad_output):
     """grad_output where x > 0, else 0."""
     x = float_array(x, "x")
@@ -367,6 +361,7 @@ def relu_backward(x, grad_output):
     return _impl("relu_backward")(x, g)
 
 
+@register("linear", compiled=False, no_compiled="a BLAS GEMM already")
 def linear_forward(x, weight, bias=None):
     """x: (N, in); weight: (out, in); bias: (out,) or None -> (N, out)."""
     x = float_array(x, "x", 2, "(N, in_features)")
@@ -382,6 +377,7 @@ def linear_forward(x, weight, bias=None):
     return _impl("linear_forward")(x, weight, bias)
 
 
+@register("linear", compiled=False, no_compiled="a BLAS GEMM already")
 def linear_backward(x, weight, grad_output):
     """-> (grad_input (N, in), grad_weight (out, in), grad_bias (out,))."""
     x = float_array(x, "x", 2, "(N, in_features)")
@@ -405,6 +401,8 @@ def _targets(targets, logits):
     return t.astype(np.intp, copy=False)
 
 
+@register("cross_entropy", compiled=False,
+          no_compiled="(N, classes) logits: negligible cost")
 def cross_entropy_forward(logits, targets):
     """Mean cross-entropy: logits (N, classes) float, targets (N,) int -> 0-d array."""
     logits = float_array(logits, "logits", 2, "(N, classes)")
@@ -413,6 +411,8 @@ def cross_entropy_forward(logits, targets):
     return _impl("cross_entropy_forward")(logits, _targets(targets, logits))
 
 
+@register("cross_entropy", compiled=False,
+          no_compiled="(N, classes) logits: negligible cost")
 def cross_entropy_backward(logits, targets, grad_output=1.0):
     """Gradient of the mean cross-entropy w.r.t. logits: (N, classes)."""
     logits = float_array(logits, "logits", 2, "(N, classes)")
@@ -420,3 +420,12 @@ def cross_entropy_backward(logits, targets, grad_output=1.0):
         raise ValueError("cross_entropy needs at least one sample, got logits shape (0, ...)")
     grad_output = real_scalar(grad_output, "grad_output", finite=False)
     return _impl("cross_entropy_backward")(logits, _targets(targets, logits), grad_output)
+
+
+# --------------------------------------------------------------------------------------------
+# The public names: every op of the table, plus the shared pieces
+# --------------------------------------------------------------------------------------------
+from .table import OPS as _OPS  # noqa: E402  (filled by the @register lines above)
+
+__all__ = list(_OPS) + ["output_size", "Conv2dGeometry", "compiled_ops", "describe", "NORMS",
+                        "FILTER_GRADS", "INPUT_GRADS", "default_input_grad"]

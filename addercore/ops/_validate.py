@@ -13,6 +13,8 @@ import numbers
 
 import numpy as np
 
+from .geometry import Conv2dGeometry
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 #: The compiled kernels index with C ``int``: geometry values must fit in it.
@@ -112,7 +114,9 @@ def shape_tuple(shape, name, ndim, shape_hint=""):
 
 
 def conv_geometry(x, weight, stride, padding, x_name="x", w_name="weight"):
-    """Check (N, Cin, H, W) against (Cout, Cin, kh, kw); return ``(Ho, Wo)``.
+    """Check (N, Cin, H, W) against (Cout, Cin, kh, kw) and the normalised ``stride`` /
+    ``padding`` pairs; return the call's :class:`~addercore.ops.geometry.Conv2dGeometry`
+    (``Ho``, ``Wo``, ``K``, ...), built here once and handed down to the kernels.
 
     N may be 0 (an empty batch); every other dimension of ``x`` and ``weight`` must be >= 1,
     and the kernel must fit in the padded input.
@@ -130,8 +134,8 @@ def conv_geometry(x, weight, stride, padding, x_name="x", w_name="weight"):
             f"{x_name} must have non-zero height and width (only the batch N may be 0), "
             f"got shape {x.shape}"
         )
-    hp = x.shape[2] + 2 * padding[0]
-    wp = x.shape[3] + 2 * padding[1]
+    geo = Conv2dGeometry.from_shapes(x.shape, weight.shape, stride, padding)
+    hp, wp = geo.hp, geo.wp
     if hp > INT_MAX or wp > INT_MAX:
         raise ValueError(f"padding {padding} makes the padded input {hp}x{wp} exceed {INT_MAX}")
     if kh > hp or kw > wp:
@@ -139,6 +143,6 @@ def conv_geometry(x, weight, stride, padding, x_name="x", w_name="weight"):
             f"kernel {kh}x{kw} is larger than the padded input {hp}x{wp} "
             f"({x_name} shape {x.shape}, padding {padding})"
         )
-    if weight.shape[1] * kh * kw > INT_MAX:
+    if geo.k > INT_MAX:
         raise ValueError(f"{w_name} filter length Cin*kh*kw exceeds {INT_MAX}: {weight.shape}")
-    return (hp - kh) // stride[0] + 1, (wp - kw) // stride[1] + 1
+    return geo

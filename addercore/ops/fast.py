@@ -3,7 +3,8 @@
 Same names, same signatures, same results (bit for bit for the adder forward; within
 floating-point tolerance elsewhere) as the reference.  Arguments arrive validated and
 normalised by :mod:`addercore.ops`: C-contiguous arrays of one dtype (float32 or float64),
-``stride``/``padding`` int pairs.  Importing this module raises ImportError when the extension
+``stride``/``padding`` int pairs (or ints), and the sliding-window ops the
+:class:`~addercore.ops.geometry.Conv2dGeometry` validation built (``geometry=``).  Importing this module raises ImportError when the extension
 is not compiled, and :mod:`addercore._backend` then falls back to the reference.
 
 Threads: every call reads :func:`addercore.threads.get_num_threads`; results do not depend on it.
@@ -23,6 +24,8 @@ from addercore_ext import _adder  # ImportError here selects the numpy backend
 from addercore_ext import _batchnorm
 
 from ..threads import get_num_threads
+from .geometry import Conv2dGeometry, pair
+from .options import default_input_grad
 
 __all__ = [
     "adder2d_forward",
@@ -95,47 +98,44 @@ def _tile_positions(k, itemsize, which):
     return int(block * max(TILE_MIN_BLOCKS, blocks))
 
 
-def _out_size(size, kernel, stride, padding):
-    return (size + 2 * padding - kernel) // stride + 1
+def _geometry(x, weight, stride, padding, geometry):
+    """The geometry validation built, or (called directly) one from the shapes."""
+    if geometry is None:
+        geometry = Conv2dGeometry.from_shapes(x.shape, weight.shape, stride, padding)
+    return geometry
 
 
-def adder2d_forward(x, weight, stride, padding, norm):
+def adder2d_forward(x, weight, stride=1, padding=0, norm="l1", geometry=None):
     """Adder forward. x (N, Cin, H, W), weight (Cout, Cin, kh, kw) -> y (N, Cout, Ho, Wo).
 
     ``norm="l1"``: ``y = -Σ |Xp_patch - F|``; ``"l2"``: ``y = -Σ (Xp_patch - F)²``, both summed
     in the canonical order (bit-identical to the reference).  Allocates ``y``; uses the cached
     ``threads × K·tile`` patch workspace (tile: a run of output positions, ~128 KiB).
     """
-    n, cin, h, w = x.shape
-    cout, _, kh, kw = weight.shape
-    (sh, sw), (ph, pw) = stride, padding
-    ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
-    y = np.empty((n, cout, ho, wo), dtype=x.dtype)
+    geo = _geometry(x, weight, stride, padding, geometry)
+    y = np.empty(geo.out_shape, dtype=x.dtype)
     if y.size == 0:
         return y
     mode = _adder.FORWARD_L2 if norm == "l2" else _adder.FORWARD_L1
-    _tiled_forward(x, weight, y, stride, padding, mode)
+    _tiled_forward(x, weight, y, geo, mode)
     return y
 
 
-def _tiled_forward(x, weight, y, stride, padding, mode):
+def _tiled_forward(x, weight, y, geo, mode):
     """Run the tiled forward driver into ``y`` with the cached per-thread workspaces."""
-    n, cin, h, w = x.shape
-    cout, _, kh, kw = weight.shape
-    (sh, sw), (ph, pw) = stride, padding
-    ho, wo = y.shape[2:]
-    threads = max(1, min(get_num_threads(), n))
-    k = cin * kh * kw
+    (sh, sw), (ph, pw), (ho, wo), k = geo.stride, geo.padding, geo.out_hw, geo.k
+    threads = max(1, min(get_num_threads(), geo.n))
     tile = _tile_positions(k, x.itemsize, "forward")
     cap = _adder.tile_capacity(ho * wo, tile, x.itemsize)
     col = _workspace("col", x.dtype, (threads, k * cap))
     xpad = _workspace("padded_image", x.dtype,
-                      (threads, cin * (h + 2 * ph) * (w + 2 * pw) + _adder.PAD_SLACK))
-    _adder.adder_forward(x, weight.reshape(cout, -1), y, kh, kw, sh, sw, ph, pw, mode, tile,
-                         col, xpad, threads)
+                      (threads, geo.cin * geo.hp * geo.wp + _adder.PAD_SLACK))
+    _adder.adder_forward(x, weight.reshape(geo.cout, -1), y, geo.kh, geo.kw, sh, sw, ph, pw,
+                         mode, tile, col, xpad, threads)
 
 
-def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad, input_grad):
+def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", filter_grad="full",
+                     input_grad=None, geometry=None):
     """Adder backward (substituted gradients, spec §2) -> (grad_input, grad_weight).
 
     Filter gradient ``full``: ``Σ X·G - F·Σ G`` (×2 for ℓ2) accumulated per slot of images
@@ -148,6 +148,8 @@ def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad,
     """
     if x.shape[0] == 0:
         return np.empty_like(x), np.zeros_like(weight)
+    if input_grad is None:
+        input_grad = default_input_grad(norm)
     if input_grad == "hardtanh":
         mode = _adder.INPUT_GRAD_HARDTANH
     elif norm == "l2" and input_grad == "exact":
@@ -155,8 +157,9 @@ def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad,
     else:
         mode = _adder.INPUT_GRAD_SIGN
     filter_sign = filter_grad == "sign"
-    grad_input, grad_weight, grad_sum = _tiled_backward(x, weight, grad_output, stride,
-                                                        padding, filter_sign, mode)
+    geo = _geometry(x, weight, stride, padding, geometry)
+    grad_input, grad_weight, grad_sum = _tiled_backward(x, weight, grad_output, geo,
+                                                        filter_sign, mode)
     if not filter_sign:
         grad_weight -= weight.reshape(grad_weight.shape) * grad_sum[:, None]
         if norm == "l2":
@@ -164,15 +167,12 @@ def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad,
     return grad_input, grad_weight.reshape(weight.shape)
 
 
-def _tiled_backward(x, weight, grad_output, stride, padding, filter_sign, input_mode):
+def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode):
     """Run the tiled backward driver -> (grad_input, Σ_slots partial (Cout, K), Σ G (Cout,)).
 
     Uses the cached per-thread workspaces and per-slot partial sums; N must be > 0."""
-    n, cin, h, w = x.shape
-    cout, _, kh, kw = weight.shape
-    (sh, sw), (ph, pw) = stride, padding
-    ho, wo = grad_output.shape[2:]
-    k = cin * kh * kw
+    n, cout, kh, kw, k = geo.n, geo.cout, geo.kh, geo.kw, geo.k
+    (sh, sw), (ph, pw), (ho, wo) = geo.stride, geo.padding, geo.out_hw
     dtype = x.dtype
     grad_input = np.empty_like(x)
     slots = min(n, MAX_BACKWARD_SLOTS)
@@ -182,7 +182,7 @@ def _tiled_backward(x, weight, grad_output, stride, padding, filter_sign, input_
     col = _workspace("col", dtype, (threads, max(k * cap, 1)))
     g_t = _workspace("grad_output_t", dtype, (threads, max(2 * cout * cap, 1)))
     xpad = _workspace("padded_image", dtype,
-                      (threads, cin * (h + 2 * ph) * (w + 2 * pw) + _adder.PAD_SLACK))
+                      (threads, geo.cin * geo.hp * geo.wp + _adder.PAD_SLACK))
     partial = _workspace("partial_grad_weight", dtype, (slots, cout, k), zero=True)
     partial_sum = _workspace("partial_grad_sum", dtype, (slots, cout), zero=True)
     w2 = weight.reshape(cout, k)
@@ -204,11 +204,11 @@ def _sum_slots(partial):
 def _im2col_2d(x, kernel, stride, padding):
     """Patch matrix of the whole batch, images side by side: (C·kh·kw, N·Ho·Wo), a fresh
     array (the public :func:`im2col`; the layers themselves pack per-thread tiles)."""
-    n, c, h, w = x.shape
-    kh, kw = kernel
-    (sh, sw), (ph, pw) = stride, padding
-    ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
-    shape = (c * kh * kw, n * ho * wo)
+    n, c = x.shape[:2]
+    kh, kw = pair(kernel)
+    geo = Conv2dGeometry.from_shapes(x.shape, (1, c, kh, kw), stride, padding)
+    (sh, sw), (ph, pw), (ho, wo) = geo.stride, geo.padding, geo.out_hw
+    shape = (geo.k, n * ho * wo)
     cols = np.empty(shape, x.dtype)
     _adder.im2col(x, cols, kh, kw, sh, sw, ph, pw, ho, wo, get_num_threads())
     return cols, ho, wo
@@ -216,10 +216,9 @@ def _im2col_2d(x, kernel, stride, padding):
 
 def _col2im_2d(cols, x_shape, kernel, stride, padding):
     """Adjoint of :func:`_im2col_2d`: (C·kh·kw, N·Ho·Wo) summed into a new (N, C, H, W)."""
-    n, c, h, w = x_shape
-    kh, kw = kernel
-    (sh, sw), (ph, pw) = stride, padding
-    ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+    kh, kw = pair(kernel)
+    geo = Conv2dGeometry.from_shapes(x_shape, (1, x_shape[1], kh, kw), stride, padding)
+    (sh, sw), (ph, pw), (ho, wo) = geo.stride, geo.padding, geo.out_hw
     x = np.empty(x_shape, dtype=cols.dtype)
     _adder.col2im(np.ascontiguousarray(cols), x, kh, kw, sh, sw, ph, pw, ho, wo,
                   get_num_threads())
@@ -240,33 +239,31 @@ def col2im(cols, x_shape, kernel, stride, padding):
     return _col2im_2d(cols2d, x_shape, kernel, stride, padding)
 
 
-def conv2d_forward(x, weight, stride, padding):
+def conv2d_forward(x, weight, stride=1, padding=0, geometry=None):
     """Convolution (no bias) through the tiled adder drivers with a fused multiply-add per
     tap (``FORWARD_CONV``): per-thread packed tiles, no batch-sized patch matrix, no BLAS.
     Allocates y only; deterministic for any thread count (within rounding of a GEMM)."""
-    n, cin, h, w = x.shape
-    cout, _, kh, kw = weight.shape
-    (sh, sw), (ph, pw) = stride, padding
-    ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
-    y = np.empty((n, cout, ho, wo), dtype=x.dtype)
+    geo = _geometry(x, weight, stride, padding, geometry)
+    y = np.empty(geo.out_shape, dtype=x.dtype)
     if y.size == 0:
         return y
-    if cin * kh * kw == 0:
+    if geo.k == 0:
         y.fill(0)
         return y
-    _tiled_forward(x, weight, y, stride, padding, _adder.FORWARD_CONV)
+    _tiled_forward(x, weight, y, geo, _adder.FORWARD_CONV)
     return y
 
 
-def conv2d_backward(x, weight, grad_output, stride, padding):
+def conv2d_backward(x, weight, grad_output, stride=1, padding=0, geometry=None):
     """Convolution backward -> (grad_input, grad_weight) through the tiled backward driver
     (``INPUT_GRAD_CONV``): per image, the patches packed once feed ``Σ_p col·G`` (filter
     gradient, per-slot partials summed in slot order) and ``Σ_t W·G`` (patch-space input
     gradient, then col2im)."""
     if x.shape[0] == 0:
         return np.zeros_like(x), np.zeros_like(weight)
-    grad_input, grad_weight, _ = _tiled_backward(x, weight, grad_output, stride, padding,
-                                                 False, _adder.INPUT_GRAD_CONV)
+    geo = _geometry(x, weight, stride, padding, geometry)
+    grad_input, grad_weight, _ = _tiled_backward(x, weight, grad_output, geo, False,
+                                                 _adder.INPUT_GRAD_CONV)
     return grad_input, grad_weight.reshape(weight.shape)
 
 

@@ -4,9 +4,12 @@ This module is the executable form of the spec (``shared/spec/addernet.md``). It
 clarity and for exactness, not for speed: the compiled kernels in ``addercore_ext`` are tested
 against it, and the golden values for other ports are generated from it.
 
-All functions take already-validated arguments (see :mod:`addercore.ops` for the public,
-validating wrappers): C-contiguous arrays of one float dtype (float32 or float64), NCHW layout,
-``stride=(sh, sw)`` and ``padding=(ph, pw)`` int tuples. Outputs have the inputs' dtype.
+All functions take already-validated arrays (see :mod:`addercore.ops` for the public,
+validating wrappers): C-contiguous arrays of one float dtype (float32 or float64), NCHW layout.
+``stride``, ``padding`` and ``kernel`` are an int or an ``(h, w)`` pair, as in the public API;
+the sliding-window ops also take the :class:`~addercore.ops.geometry.Conv2dGeometry` that
+validation built (``geometry=``), so the shapes are derived once per call. Outputs have the
+inputs' dtype.
 
 Canonical summation order of the adder forward (spec §1): every output element is a single
 accumulator, starting at 0, to which ``|x - f|`` (or ``(x - f)²``) of each tap is added in the
@@ -16,6 +19,9 @@ every element follows exactly that chain of roundings. The backward passes and t
 use numpy's own reductions and are matched within tolerances, not bit for bit.
 """
 import numpy as np
+
+from .geometry import Conv2dGeometry, output_size, pair
+from .options import default_input_grad
 
 __all__ = [
     "output_size",
@@ -46,14 +52,9 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Shared geometry
 # --------------------------------------------------------------------------------------------
-def output_size(in_size, kernel, stride, padding):
-    """``(in + 2·padding - kernel) // stride + 1`` (spec notation ``Ho``/``Wo``)."""
-    return (in_size + 2 * padding - kernel) // stride + 1
-
-
 def pad_input(x, padding):
-    """Zero-pad the two spatial axes of ``x`` (N, C, H, W) by ``padding=(ph, pw)``."""
-    ph, pw = padding
+    """Zero-pad the two spatial axes of ``x`` (N, C, H, W) by ``padding`` (int or (ph, pw))."""
+    ph, pw = pair(padding)
     if ph == 0 and pw == 0:
         return x
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
@@ -66,32 +67,29 @@ def _tap_view(xp, i, j, stride, out_hw):
     return xp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
 
 
-def _geometry(x, weight, stride, padding):
-    _, _, h, w = x.shape
-    _, _, kh, kw = weight.shape
-    ho = output_size(h, kh, stride[0], padding[0])
-    wo = output_size(w, kw, stride[1], padding[1])
-    return kh, kw, ho, wo
+def _geometry(x, weight, stride, padding, geometry):
+    """The geometry validation built, or (called directly) one from the shapes."""
+    if geometry is None:
+        geometry = Conv2dGeometry.from_shapes(x.shape, weight.shape, stride, padding)
+    return geometry
 
 
 # --------------------------------------------------------------------------------------------
 # Adder layer (spec §1-2)
 # --------------------------------------------------------------------------------------------
-def adder2d_forward(x, weight, stride, padding, norm):
+def adder2d_forward(x, weight, stride=1, padding=0, norm="l1", geometry=None):
     """Adder forward. x (N, Cin, H, W), weight (Cout, Cin, kh, kw) -> y (N, Cout, Ho, Wo).
 
     ``norm="l1"``: ``y = -Σ |Xp_patch - F|``; ``norm="l2"``: ``y = -Σ (Xp_patch - F)²``.
     Summed tap by tap in the canonical order (c, i, j ascending) in the arrays' dtype.
     """
-    n = x.shape[0]
-    cout, cin = weight.shape[:2]
-    kh, kw, ho, wo = _geometry(x, weight, stride, padding)
-    xp = pad_input(x, padding)
-    acc = np.zeros((n, cout, ho, wo), dtype=x.dtype)
-    for c in range(cin):
-        for i in range(kh):
-            for j in range(kw):
-                patch = _tap_view(xp, i, j, stride, (ho, wo))[:, c]  # (N, Ho, Wo)
+    geo = _geometry(x, weight, stride, padding, geometry)
+    xp = pad_input(x, geo.padding)
+    acc = np.zeros(geo.out_shape, dtype=x.dtype)
+    for c in range(geo.cin):
+        for i in range(geo.kh):
+            for j in range(geo.kw):
+                patch = _tap_view(xp, i, j, geo.stride, geo.out_hw)[:, c]  # (N, Ho, Wo)
                 diff = patch[:, None, :, :] - weight[None, :, c, i, j, None, None]
                 if norm == "l1":
                     acc += np.abs(diff)
@@ -119,25 +117,28 @@ def _filter_grad_factor(diff, norm, filter_grad):
     return diff  # full-precision gradient X - F (supplement Eq. 3)
 
 
-def adder2d_backward(x, weight, grad_output, stride, padding, norm, filter_grad, input_grad):
+def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", filter_grad="full",
+                     input_grad=None, geometry=None):
     """Adder backward (substituted gradients, spec §2).
 
     x (N, Cin, H, W), weight (Cout, Cin, kh, kw), grad_output (N, Cout, Ho, Wo) ->
     (grad_input (N, Cin, H, W), grad_weight (Cout, Cin, kh, kw)); the filter gradient is raw,
-    before adaptive scaling. ``input_grad`` is "hardtanh", "sign" or "exact".
+    before adaptive scaling. ``input_grad`` is "hardtanh", "sign" or "exact" (None: the
+    norm's default, :func:`addercore.ops.options.default_input_grad`).
     """
-    cin = weight.shape[1]
-    kh, kw, ho, wo = _geometry(x, weight, stride, padding)
-    sh, sw = stride
-    ph, pw = padding
-    xp = pad_input(x, padding)
+    if input_grad is None:
+        input_grad = default_input_grad(norm)
+    geo = _geometry(x, weight, stride, padding, geometry)
+    cin, kh, kw, ho, wo = geo.cin, geo.kh, geo.kw, geo.ho, geo.wo
+    (sh, sw), (ph, pw) = geo.stride, geo.padding
+    xp = pad_input(x, geo.padding)
     grad_xp = np.zeros_like(xp)
     grad_weight = np.zeros_like(weight)
     g = grad_output
     for c in range(cin):
         for i in range(kh):
             for j in range(kw):
-                patch = _tap_view(xp, i, j, stride, (ho, wo))[:, c]  # (N, Ho, Wo)
+                patch = _tap_view(xp, i, j, geo.stride, (ho, wo))[:, c]  # (N, Ho, Wo)
                 diff = patch[:, None, :, :] - weight[None, :, c, i, j, None, None]
                 grad_weight[:, c, i, j] = np.sum(
                     _filter_grad_factor(diff, norm, filter_grad) * g, axis=(0, 2, 3)
@@ -166,25 +167,23 @@ def adaptive_scale(grad_weight, eta):
 def im2col(x, kernel, stride, padding):
     """Patch matrix of x (N, C, H, W): (N, C·kh·kw, Ho·Wo), rows ordered (c, i, j)."""
     n, c = x.shape[:2]
-    kh, kw = kernel
-    ho = output_size(x.shape[2], kh, stride[0], padding[0])
-    wo = output_size(x.shape[3], kw, stride[1], padding[1])
-    xp = pad_input(x, padding)
+    kh, kw = pair(kernel)
+    geo = Conv2dGeometry.from_shapes(x.shape, (1, c, kh, kw), stride, padding)
+    ho, wo = geo.out_hw
+    xp = pad_input(x, geo.padding)
     cols = np.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, i, j] = _tap_view(xp, i, j, stride, (ho, wo))
+            cols[:, :, i, j] = _tap_view(xp, i, j, geo.stride, (ho, wo))
     return cols.reshape(n, c * kh * kw, ho * wo)
 
 
 def col2im(cols, x_shape, kernel, stride, padding):
     """Adjoint of :func:`im2col`: sum (N, C·kh·kw, Ho·Wo) patches back into (N, C, H, W)."""
     n, c, h, w = x_shape
-    kh, kw = kernel
-    sh, sw = stride
-    ph, pw = padding
-    ho = output_size(h, kh, sh, ph)
-    wo = output_size(w, kw, sw, pw)
+    kh, kw = pair(kernel)
+    geo = Conv2dGeometry.from_shapes(x_shape, (1, c, kh, kw), stride, padding)
+    (sh, sw), (ph, pw), (ho, wo) = geo.stride, geo.padding, geo.out_hw
     cols = cols.reshape(n, c, kh, kw, ho, wo)
     xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
     for i in range(kh):
@@ -193,26 +192,24 @@ def col2im(cols, x_shape, kernel, stride, padding):
     return np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])
 
 
-def conv2d_forward(x, weight, stride, padding):
+def conv2d_forward(x, weight, stride=1, padding=0, geometry=None):
     """Convolution (cross-correlation, no bias). x (N, Cin, H, W), weight (Cout, Cin, kh, kw)
     -> y (N, Cout, Ho, Wo)."""
-    cout = weight.shape[0]
-    kh, kw, ho, wo = _geometry(x, weight, stride, padding)
-    cols = im2col(x, (kh, kw), stride, padding)  # (N, K, P)
-    y = np.matmul(weight.reshape(cout, -1), cols)  # (N, Cout, P)
-    return y.reshape(x.shape[0], cout, ho, wo)
+    geo = _geometry(x, weight, stride, padding, geometry)
+    cols = im2col(x, geo.kernel, geo.stride, geo.padding)  # (N, K, P)
+    y = np.matmul(weight.reshape(geo.cout, -1), cols)  # (N, Cout, P)
+    return y.reshape(geo.out_shape)
 
 
-def conv2d_backward(x, weight, grad_output, stride, padding):
+def conv2d_backward(x, weight, grad_output, stride=1, padding=0, geometry=None):
     """Convolution backward -> (grad_input (N, Cin, H, W), grad_weight (Cout, Cin, kh, kw))."""
-    n = x.shape[0]
-    cout = weight.shape[0]
-    kh, kw = weight.shape[2:]
-    cols = im2col(x, (kh, kw), stride, padding)  # (N, K, P)
+    geo = _geometry(x, weight, stride, padding, geometry)
+    n, cout = geo.n, geo.cout
+    cols = im2col(x, geo.kernel, geo.stride, geo.padding)  # (N, K, P)
     g = grad_output.reshape(n, cout, -1)  # (N, Cout, P)
     grad_weight = np.einsum("nop,nkp->ok", g, cols).reshape(weight.shape)
     grad_cols = np.matmul(weight.reshape(cout, -1).T, g)  # (N, K, P)
-    grad_input = col2im(grad_cols, x.shape, (kh, kw), stride, padding)
+    grad_input = col2im(grad_cols, x.shape, geo.kernel, geo.stride, geo.padding)
     return grad_input, grad_weight.astype(weight.dtype, copy=False)
 
 
@@ -329,9 +326,11 @@ def batch_norm2d_relu_backward(x, weight, output, grad_output, mean, invstd, tra
 # --------------------------------------------------------------------------------------------
 # Pooling, activation, classifier
 # --------------------------------------------------------------------------------------------
-def avg_pool2d_forward(x, kernel, stride):
-    """Average pooling without padding. x (N, C, H, W) -> (N, C, Ho, Wo)."""
-    kh, kw = kernel
+def avg_pool2d_forward(x, kernel, stride=None):
+    """Average pooling without padding. x (N, C, H, W) -> (N, C, Ho, Wo); stride defaults to
+    the kernel."""
+    kh, kw = kernel = pair(kernel)
+    stride = kernel if stride is None else pair(stride)
     ho = output_size(x.shape[2], kh, stride[0], 0)
     wo = output_size(x.shape[3], kw, stride[1], 0)
     acc = np.zeros(x.shape[:2] + (ho, wo), dtype=x.dtype)
@@ -341,10 +340,10 @@ def avg_pool2d_forward(x, kernel, stride):
     return acc / x.dtype.type(kh * kw)
 
 
-def avg_pool2d_backward(x_shape, grad_output, kernel, stride):
+def avg_pool2d_backward(x_shape, grad_output, kernel, stride=None):
     """Average pooling backward -> grad_input of shape ``x_shape``."""
-    kh, kw = kernel
-    sh, sw = stride
+    kh, kw = kernel = pair(kernel)
+    sh, sw = kernel if stride is None else pair(stride)
     ho, wo = grad_output.shape[2:]
     grad_input = np.zeros(x_shape, dtype=grad_output.dtype)
     share = grad_output / grad_output.dtype.type(kh * kw)
@@ -354,7 +353,7 @@ def avg_pool2d_backward(x_shape, grad_output, kernel, stride):
     return grad_input
 
 
-def max_pool2d_forward(x, kernel, stride, padding):
+def max_pool2d_forward(x, kernel, stride=None, padding=0):
     """Max pooling, padding with -inf (as PyTorch). x (N, C, H, W) -> (y (N, C, Ho, Wo),
     indices (N, C, Ho, Wo) int64).
 
@@ -362,7 +361,8 @@ def max_pool2d_forward(x, kernel, stride, padding):
     (the first one in row-major window order on ties; NaN wins, as in ``np.argmax``), or -1
     when the winner is a padding cell (a window whose input values are all -inf)."""
     n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    kernel = pair(kernel)
+    (kh, kw), (sh, sw), (ph, pw) = kernel, kernel if stride is None else pair(stride), pair(padding)
     hp, wp = h + 2 * ph, w + 2 * pw
     ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
     xp = np.full((n, c, hp, wp), -np.inf, dtype=x.dtype)

@@ -1,7 +1,10 @@
-"""The ops against independent references: brute-force loops written here from the spec's
-formulas, and central finite differences in float64 for every op with a true gradient.
+"""adder2d (spec §1-2): the reference against brute-force loops written here from the
+spec's formulas, hand-computed values, central finite differences where the gradient is
+true, the adaptive scaling formula, and the compiled kernels against the reference.
 
-These run on whichever backend is active (``ADDERCORE_BACKEND=numpy`` forces the reference).
+Runs on whichever backend is active (``ADDERCORE_BACKEND=numpy`` forces the reference); the
+compiled-vs-reference checks follow the op table's promise (tests/optest.py). Argument
+validation of every op: tests/test_validation.py.
 """
 import itertools
 
@@ -9,6 +12,9 @@ import numpy as np
 import pytest
 
 from addercore import ops
+from addercore.gradcheck import gradcheck
+from addercore.ops import reference
+from optest import check_compiled_matches_reference, needs_cython
 
 RNG = np.random.default_rng(1234)
 
@@ -140,56 +146,6 @@ def test_hardtanh_clip_bounds_are_inclusive():
     np.testing.assert_array_equal(gw.ravel(), [1.0, -1.0])  # full-precision X - F
 
 
-# --------------------------------------------------------------------------------------------
-# Finite differences (float64) for every op with a true gradient
-# --------------------------------------------------------------------------------------------
-def numeric_grad(f, a, eps=1e-6):
-    """Central differences of scalar f() w.r.t. array a (modified in place, then restored)."""
-    grad = np.zeros_like(a)
-    it = np.nditer(a, flags=["multi_index"])
-    for _ in it:
-        idx = it.multi_index
-        old = a[idx]
-        a[idx] = old + eps
-        fp = f()
-        a[idx] = old - eps
-        fm = f()
-        a[idx] = old
-        grad[idx] = (fp - fm) / (2 * eps)
-    return grad
-
-
-def check_grads(f, pairs, rtol=1e-5, atol=1e-7):
-    for analytic, array in pairs:
-        np.testing.assert_allclose(analytic, numeric_grad(f, array), rtol=rtol, atol=atol)
-
-
-def test_conv2d_gradients_finite_differences():
-    x = RNG.standard_normal((2, 3, 5, 4))
-    w = RNG.standard_normal((2, 3, 3, 2))
-    stride, padding = (2, 1), (1, 0)
-    g = RNG.standard_normal(ops.conv2d_forward(x, w, stride, padding).shape)
-
-    def f():
-        return np.sum(ops.conv2d_forward(x, w, stride, padding) * g)
-
-    gi, gw = ops.conv2d_backward(x, w, g, stride, padding)
-    check_grads(f, [(gi, x), (gw, w)])
-
-
-def test_conv2d_matches_direct_loop():
-    x = RNG.standard_normal((1, 2, 5, 5))
-    w = RNG.standard_normal((3, 2, 3, 3))
-    xp = padded(x, 1, 1)
-    expected = np.zeros((1, 3, 3, 3))
-    for t, h, v in itertools.product(range(3), range(3), range(3)):
-        expected[0, t, h, v] = np.sum(xp[0, :, 2 * h:2 * h + 3, 2 * v:2 * v + 3] * w[t])
-    np.testing.assert_allclose(ops.conv2d_forward(x, w, 2, 1), expected, rtol=1e-12)
-    bias = RNG.standard_normal(3)
-    np.testing.assert_allclose(ops.conv2d_forward(x, w, 2, 1, bias=bias),
-                               expected + bias[None, :, None, None], rtol=1e-12)
-
-
 def test_adder_l2_exact_gradients_finite_differences():
     x = RNG.standard_normal((2, 2, 4, 4))
     w = RNG.standard_normal((3, 2, 3, 3))
@@ -199,7 +155,7 @@ def test_adder_l2_exact_gradients_finite_differences():
         return np.sum(ops.adder2d_forward(x, w, 1, 1, "l2") * g)
 
     gi, gw = ops.adder2d_backward(x, w, g, 1, 1, "l2", "full", "exact")
-    check_grads(f, [(gi, x), (gw, w)], rtol=1e-5, atol=1e-6)
+    gradcheck(f, [(gi, x), (gw, w)], rtol=1e-5, atol=1e-6)
 
 
 def test_adder_l1_true_gradient_is_sign_finite_differences():
@@ -213,70 +169,7 @@ def test_adder_l1_true_gradient_is_sign_finite_differences():
         return np.sum(ops.adder2d_forward(x, w, 1, 0) * g)
 
     gi, gw = ops.adder2d_backward(x, w, g, 1, 0, "l1", "sign", "sign")
-    check_grads(f, [(gi, x), (gw, w)], rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_gradients_finite_differences(training):
-    x = RNG.standard_normal((3, 2, 3, 2)) * 5 + 2
-    weight = RNG.standard_normal(2)
-    bias = RNG.standard_normal(2)
-    rm, rv = RNG.standard_normal(2), RNG.uniform(0.5, 2, 2)
-    g = RNG.standard_normal(x.shape)
-
-    def f():
-        y, _, _ = ops.batch_norm2d_forward(x, weight, bias, rm.copy(), rv.copy(), training)
-        return np.sum(y * g)
-
-    _, mean, invstd = ops.batch_norm2d_forward(x, weight, bias, rm.copy(), rv.copy(), training)
-    gi, gweight, gbias = ops.batch_norm2d_backward(x, weight, g, mean, invstd, training)
-    check_grads(f, [(gi, x), (gweight, weight), (gbias, bias)], rtol=1e-5, atol=1e-6)
-
-
-def test_batch_norm_statistics_and_running_update():
-    x = RNG.standard_normal((4, 3, 5, 5)) * 3 + 7
-    rm, rv = np.zeros(3), np.ones(3)
-    y, mean, invstd = ops.batch_norm2d_forward(x, np.ones(3), np.zeros(3), rm, rv, True)
-    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-12)
-    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-4)  # biased var normalises
-    batch_var_unbiased = x.transpose(1, 0, 2, 3).reshape(3, -1).var(axis=1, ddof=1)
-    np.testing.assert_allclose(rm, 0.1 * x.mean(axis=(0, 2, 3)), rtol=1e-12)
-    np.testing.assert_allclose(rv, 0.9 + 0.1 * batch_var_unbiased, rtol=1e-12)
-    # eval mode uses the running estimates
-    ye, _, _ = ops.batch_norm2d_forward(x, np.ones(3), np.zeros(3), rm, rv, False)
-    np.testing.assert_allclose(ye, (x - rm[None, :, None, None]) / np.sqrt(rv + 1e-5)[None, :, None, None])
-
-
-def test_avg_pool_relu_linear_gradients_finite_differences():
-    x = RNG.standard_normal((2, 3, 6, 4))
-    g = RNG.standard_normal((2, 3, 3, 2))
-    gi = ops.avg_pool2d_backward(x.shape, g, 2)
-    check_grads(lambda: np.sum(ops.avg_pool2d_forward(x, 2) * g), [(gi, x)])
-    np.testing.assert_allclose(ops.avg_pool2d_forward(x, (6, 4))[:, :, 0, 0], x.mean(axis=(2, 3)))
-
-    xr = RNG.standard_normal((3, 4)) + 0.01
-    gr = RNG.standard_normal((3, 4))
-    check_grads(lambda: np.sum(ops.relu_forward(xr) * gr), [(ops.relu_backward(xr, gr), xr)])
-
-    xl = RNG.standard_normal((3, 5))
-    wl = RNG.standard_normal((2, 5))
-    bl = RNG.standard_normal(2)
-    gl = RNG.standard_normal((3, 2))
-    gix, gw, gb = ops.linear_backward(xl, wl, gl)
-    check_grads(lambda: np.sum(ops.linear_forward(xl, wl, bl) * gl), [(gix, xl), (gw, wl), (gb, bl)])
-
-
-def test_cross_entropy_value_and_gradient():
-    logits = RNG.standard_normal((4, 5))
-    targets = np.array([0, 3, 4, 1])
-    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    expected = -np.mean(np.log(p[np.arange(4), targets]))
-    np.testing.assert_allclose(ops.cross_entropy_forward(logits, targets), expected, rtol=1e-12)
-    grad = ops.cross_entropy_backward(logits, targets)
-    check_grads(lambda: float(ops.cross_entropy_forward(logits, targets)), [(grad, logits)])
-    # stable for huge logits: no overflow, loss stays finite
-    big = np.array([[1000.0, 0.0], [0.0, 1000.0]])
-    assert np.isfinite(ops.cross_entropy_forward(big, np.array([0, 0])))
+    gradcheck(f, [(gi, x), (gw, w)], rtol=1e-5, atol=1e-6)
 
 
 def test_adaptive_scale_formula():
@@ -291,39 +184,31 @@ def test_adaptive_scale_formula():
     np.testing.assert_array_equal(ops.adaptive_scale(np.zeros((2, 2)), 0.2), 0)
 
 
-def test_max_pool2d_matches_direct_loop_and_routes_gradient():
-    x = RNG.standard_normal((2, 3, 6, 7))
-    x[0, 1, 2, 3] = x[0, 1, 2, 4] = 9.0  # a tie: the first in row-major window order wins
-    y, idx = ops.max_pool2d_forward(x, (3, 2), stride=(2, 2), padding=(1, 1))
-    assert y.shape == idx.shape == (2, 3, 3, 4) and idx.dtype == np.int64
-    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
-    for n, c, i, j in np.ndindex(*y.shape):
-        window = xp[n, c, 2 * i:2 * i + 3, 2 * j:2 * j + 2]
-        assert y[n, c, i, j] == window.max()
-        r, q = np.unravel_index(np.argmax(window), window.shape)
-        assert idx[n, c, i, j] == (2 * i + r - 1) * 7 + (2 * j + q - 1)
+
+def test_reference_accepts_int_geometry_like_the_public_api():
+    """Issue 12 item 9: ``reference.adder2d_forward(x, w, 1, 1)`` takes ints, as ops does."""
+    x = RNG.standard_normal((2, 3, 5, 4))
+    w = RNG.standard_normal((2, 3, 3, 3))
+    y = reference.adder2d_forward(x, w, 1, 1)
+    np.testing.assert_array_equal(y, loop_adder_forward(x, w, (1, 1), (1, 1), "l1"))
+    np.testing.assert_array_equal(reference.adder2d_forward(x, w, (2, 1), 1, "l2"),
+                                  loop_adder_forward(x, w, (2, 1), (1, 1), "l2"))
     g = RNG.standard_normal(y.shape)
-    gx = ops.max_pool2d_backward(x.shape, g, idx)
-    expected = np.zeros_like(x)
-    for n, c, i, j in np.ndindex(*y.shape):
-        expected[n, c].flat[idx[n, c, i, j]] += g[n, c, i, j]
-    np.testing.assert_allclose(gx, expected, rtol=1e-15)
-    assert gx[0, 1, 2, 4] == 0.0  # the second of the tied maxima gets nothing
+    for a, b in zip(reference.adder2d_backward(x, w, g, 1, 1),
+                    loop_adder_backward(x, w, g, (1, 1), (1, 1), "l1", "full", "hardtanh")):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_max_pool2d_all_minus_inf_window_and_validation():
-    x = np.full((1, 1, 2, 2), -np.inf)
-    y, idx = ops.max_pool2d_forward(x, 2, stride=1, padding=1)
-    assert np.all(y == -np.inf)
-    assert idx.min() >= -1 and idx.max() < 4
-    gx = ops.max_pool2d_backward(x.shape, np.ones_like(y), idx)
-    assert gx.shape == x.shape and np.isfinite(gx).all()
-    with pytest.raises(ValueError, match="padding"):
-        ops.max_pool2d_forward(np.zeros((1, 1, 4, 4)), 2, padding=2)
-    with pytest.raises(ValueError, match="x must"):
-        ops.max_pool2d_forward(np.zeros((4, 4)), 2)
-    with pytest.raises(TypeError, match="indices"):
-        ops.max_pool2d_backward((1, 1, 4, 4), np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 2)))
-    with pytest.raises(ValueError, match="indices"):
-        ops.max_pool2d_backward((1, 1, 4, 4), np.zeros((1, 1, 2, 2)),
-                                np.full((1, 1, 2, 2), 16, dtype=np.int64))
+@needs_cython
+@pytest.mark.parametrize("geom", GEOMETRIES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_matches_reference(geom, dtype):
+    n, cin, h, w, cout, kh, kw, stride, padding = geom
+    x = RNG.standard_normal((n, cin, h, w)).astype(dtype)
+    wt = RNG.standard_normal((cout, cin, kh, kw)).astype(dtype)
+    g = RNG.standard_normal(ops.adder2d_forward(x, wt, stride, padding).shape).astype(dtype)
+    for norm in ("l1", "l2"):
+        check_compiled_matches_reference("adder2d_forward", x, wt, stride, padding, norm)
+        for fg, ig in (("full", None), ("sign", "sign"), ("full", "exact")):
+            check_compiled_matches_reference("adder2d_backward", x, wt, g, stride, padding,
+                                             norm, fg, ig)
