@@ -12,20 +12,28 @@
 """
 import collections
 import contextlib
+import errno
 import json
+import math
 import os
 import pickle
 import secrets
 import struct
+import warnings
 import zipfile
 
 import numpy as np
 
-from .safe_pickle import RefusedGlobalError, RestrictedUnpickler
+from .safe_pickle import BoundedReader, RefusedGlobalError, RestrictedUnpickler
 
 __all__ = [
     "load_torch_checkpoint",
     "load_torch_object",
+    "save_torch_checkpoint",
+    "check_state_values",
+    "default_max_bytes",
+    "PickledModelError",
+    "StateValueError",
     "strip_prefix",
     "atomic_open",
     "atomic_write_bytes",
@@ -96,6 +104,55 @@ class _Storage:
         return self._data
 
 
+class _Budget:
+    """Bytes a load may allocate for array data (storages and materialised tensors).
+
+    Every allocation is charged *before* it happens; going over raises ValueError naming the
+    file, so a small file can never cost gigabytes (see :func:`default_max_bytes`).
+    """
+
+    def __init__(self, path, limit):
+        self.path, self.limit, self.used = path, int(limit), 0
+
+    def charge(self, nbytes, what):
+        nbytes = int(nbytes)
+        if nbytes < 0 or self.used + nbytes > self.limit:
+            raise ValueError(
+                f"{self.path}: {what} needs {nbytes} bytes, more than this file may allocate "
+                f"({self.limit - self.used} of the limit of {self.limit} bytes left; the limit is "
+                f"16 x the file size + 64 MiB unless max_bytes= is given)")
+        self.used += nbytes
+
+
+def default_max_bytes(file_size):
+    """Default memory limit for decoding a file of ``file_size`` bytes: 16x + 64 MiB.
+
+    Uncompressed checkpoints decode to about their own size; deflated real weights inflate by
+    ~1.1x; 16x leaves room for compressed zero-filled buffers and broadcast tensors while a
+    crafted file stays far from gigabytes. Pass ``max_bytes=`` to the loaders to change it.
+    """
+    return 16 * int(file_size) + _SLACK_BYTES
+
+
+_SLACK_BYTES = 64 << 20
+_MAX_DEPTH = 64  # nesting levels of lists/dicts/tuples accepted around tensors
+
+
+def _non_overlapping(size, stride):
+    """True if distinct indices of (size, stride) address distinct elements.
+
+    Sufficient condition used by torch/numpy: sorted by stride, each stride exceeds the span
+    of all smaller-stride dimensions. Dimensions of extent 1 never overlap.
+    """
+    dims = sorted((st, sz) for sz, st in zip(size, stride) if sz > 1)
+    span = 0
+    for st, sz in dims:
+        if st <= span:
+            return False
+        span += (sz - 1) * st
+    return True
+
+
 class _LazyTensor:
     """Result of ``_rebuild_tensor_v2`` before storage bytes are available."""
 
@@ -104,20 +161,29 @@ class _LazyTensor:
             raise pickle.UnpicklingError(
                 f"tensor rebuilt from {type(storage).__name__}, expected a storage")
         self.storage = storage
-        self.offset = int(offset)
-        self.size = tuple(int(s) for s in size)
-        self.stride = tuple(int(s) for s in stride)
+        self.offset = _int(offset, "tensor storage offset")
+        self.size = tuple(_int(s, "tensor size") for s in _seq(size, "tensor size"))
+        self.stride = tuple(_int(s, "tensor stride") for s in _seq(stride, "tensor stride"))
         if len(self.size) != len(self.stride):
             raise pickle.UnpicklingError(f"tensor size {self.size} and stride {self.stride} differ in rank")
+        if len(self.size) > 64:
+            raise pickle.UnpicklingError(f"tensor has {len(self.size)} dimensions (at most 64)")
+        self._array = None
 
-    def materialize(self):
+    def materialize(self, budget):
+        if self._array is not None:  # one tensor object referenced twice: one array (tied weights)
+            return self._array
         st = self.storage
         flat = st.data
-        n = int(np.prod(self.size, dtype=np.int64))
+        item = flat.itemsize
+        if any(d < 0 for d in self.size):
+            raise ValueError(f"tensor with negative size {self.size}")
+        n = math.prod(self.size)  # Python ints: no int64 overflow for 2**40 x 2**40
         if n == 0:
             arr = np.zeros(self.size, dtype=flat.dtype)
         else:
             # Bounds check before as_strided: a corrupt file must not read outside the storage.
+            # torch never writes negative strides.
             if any(s < 0 for s in self.stride) or self.offset < 0:
                 raise ValueError(f"tensor with negative stride/offset {self.stride}/{self.offset}")
             last = self.offset + sum((d - 1) * s for d, s in zip(self.size, self.stride))
@@ -125,7 +191,11 @@ class _LazyTensor:
                 raise ValueError(
                     f"tensor of size {self.size}, stride {self.stride}, offset {self.offset} "
                     f"reaches element {last} of a storage with {flat.shape[0]} elements")
-            item = flat.itemsize
+            overlap = not _non_overlapping(self.size, self.stride)
+            what = (f"tensor of size {self.size} with overlapping/broadcast strides {self.stride} "
+                    f"over a storage of {flat.shape[0]} elements" if overlap
+                    else f"tensor of size {self.size}")
+            budget.charge(n * item * (2 if st.stype.bfloat16 else 1), what)
             view = np.lib.stride_tricks.as_strided(
                 flat[self.offset:], shape=self.size,
                 strides=tuple(s * item for s in self.stride), writeable=False)
@@ -134,7 +204,20 @@ class _LazyTensor:
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
         if arr.dtype.byteorder not in ("=", "|"):
             arr = arr.astype(arr.dtype.newbyteorder("="))
+        self._array = arr
         return arr
+
+
+def _int(x, what):
+    if isinstance(x, bool) or not isinstance(x, int):
+        raise pickle.UnpicklingError(f"{what} is {type(x).__name__}, expected int")
+    return x
+
+
+def _seq(x, what):
+    if not isinstance(x, (tuple, list)):
+        raise pickle.UnpicklingError(f"{what} is {type(x).__name__}, expected a tuple")
+    return x
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
@@ -173,6 +256,32 @@ def _torch_globals():
     return allowed
 
 
+class PickledModelError(RefusedGlobalError):
+    """The file holds a pickled whole model (``torch.save(model)``), not a state dict.
+
+    Loading it would mean running the model's own code; nothing was executed. Re-save the
+    weights with PyTorch: ``torch.save(model.state_dict(), path)``.
+    """
+
+
+def _model_refusal(path):
+    def refusal(module, name):
+        # torch.save(model) pickles the model's class (and its submodules' classes) as globals:
+        # __main__.Net, resnet20.ResNet, torch.nn.modules.conv.Conv2d ... Classes are named in
+        # CamelCase; functions such as os.system get the plain refusal.
+        if not (module == "__main__" or module.startswith("torch.nn.")
+                or (module, name) in (("copyreg", "_reconstructor"), ("copy_reg", "_reconstructor"))
+                or name[:1].isupper()):
+            return None
+        return PickledModelError(
+            f"refused global '{module}.{name}' in {path}: this looks like a pickled whole model "
+            "(written by torch.save(model)), not a state dict; loading it would run the model's "
+            "code, so nothing in it was executed. Re-save the weights only, in PyTorch with the "
+            "model's code available: model = torch.load(path, weights_only=False); "
+            "torch.save(model.state_dict(), 'weights.pth')")
+    return refusal
+
+
 def _pid_tuple(pid):
     if not isinstance(pid, tuple) or not pid:
         raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
@@ -188,29 +297,46 @@ def _check_stype(stype):
     return stype
 
 
-def _resolve(obj):
-    """Replace every _LazyTensor in a nested structure by its numpy array."""
+def _resolve(obj, budget, depth=0, memo=None):
+    """Replace every _LazyTensor in a nested structure by its numpy array.
+
+    Shared sub-structures (pickle memo references) are resolved once, so a "billion laughs"
+    list of lists costs its size in the file, not 2**depth; nesting is limited to 64 levels.
+    """
+    if memo is None:
+        memo = {}
     if isinstance(obj, _LazyTensor):
-        return obj.materialize()
-    if isinstance(obj, collections.OrderedDict):
-        return collections.OrderedDict((k, _resolve(v)) for k, v in obj.items())
-    if isinstance(obj, dict):
-        return {k: _resolve(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_resolve(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_resolve(v) for v in obj)
+        return obj.materialize(budget)
     if isinstance(obj, (_Storage, _StorageType)):
         raise ValueError("bare storages are not supported outside tensors")
-    return obj
+    if not isinstance(obj, (dict, list, tuple)):
+        return obj
+    if id(obj) in memo:
+        return memo[id(obj)]
+    if depth >= _MAX_DEPTH:
+        raise ValueError(f"containers nested more than {_MAX_DEPTH} levels deep")
+    if isinstance(obj, dict):
+        out = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
+        for k, v in obj.items():
+            out[k] = _resolve(v, budget, depth + 1, memo)
+    else:
+        out = [_resolve(v, budget, depth + 1, memo) for v in obj]
+        if isinstance(obj, tuple):
+            out = tuple(out)
+    memo[id(obj)] = out
+    return out
 
 
-def _load_legacy(f, path):
+def _load_legacy(f, path, budget):
     allowed = _torch_globals()
     plain = {}  # the three header pickles only hold ints/dicts
+    size = os.fstat(f.fileno()).st_size
+
+    def left():
+        return size - f.tell()
 
     def header(what):
-        return RestrictedUnpickler(f, plain, what=f"{path} ({what})").load()
+        return RestrictedUnpickler(BoundedReader(f, left()), plain, what=f"{path} ({what})").load()
 
     magic = header("magic number")
     if magic != _LEGACY_MAGIC:
@@ -229,23 +355,25 @@ def _load_legacy(f, path):
             raise pickle.UnpicklingError(f"legacy storage id has {len(data)} fields, expected 5")
         stype, key, _location, numel, view = data
         stype = _check_stype(stype)
+        numel = _int(numel, "storage size")
         if key not in storages:
             storages[key] = _Storage(stype, key, numel)
         root = storages[key]
         if view is None:
             return root
-        view_key, offset, view_size = view
+        view_key, offset, view_size = _seq(view, "storage view")
         if view_key not in storages:
-            storages[view_key] = _Storage(stype, view_key, view_size, base=root, offset=offset)
+            storages[view_key] = _Storage(stype, view_key, _int(view_size, "view size"), base=root,
+                                          offset=_int(offset, "view offset"))
         return storages[view_key]
 
-    obj = RestrictedUnpickler(f, allowed, persistent_load=persistent_load, encoding="utf-8",
-                              what=f"{path}").load()
-    keys = RestrictedUnpickler(f, plain, what=f"{path} (storage keys)").load()
+    obj = RestrictedUnpickler(BoundedReader(f, left()), allowed, persistent_load=persistent_load,
+                              encoding="utf-8", what=f"{path}", refusal=_model_refusal(path)).load()
+    keys = RestrictedUnpickler(BoundedReader(f, left()), plain, what=f"{path} (storage keys)").load()
     if not isinstance(keys, list):
         raise ValueError(f"{path}: storage key list is {type(keys).__name__}, expected list")
     for key in keys:
-        st = storages.get(key)
+        st = storages.get(key) if isinstance(key, (str, int, bytes)) else None
         if st is None or st.base is not None:
             raise ValueError(f"{path}: storage key {key!r} was not referenced by the pickle")
         head = f.read(8)
@@ -256,6 +384,11 @@ def _load_legacy(f, path):
             raise ValueError(f"{path}: storage {key!r} holds {numel} elements, expected {st.numel}")
         dt = st.stype.dtype.newbyteorder("<" if little else ">")
         nbytes = numel * dt.itemsize
+        # Sizes come from the file: check them against the bytes it really has before reading.
+        if nbytes < 0 or nbytes > left():
+            raise ValueError(f"{path}: truncated in the data of storage {key!r} (declares "
+                             f"{numel} elements = {nbytes} bytes, the file has {left()} left)")
+        budget.charge(nbytes, f"storage {key!r}")
         raw = f.read(nbytes)
         if len(raw) != nbytes:
             raise ValueError(f"{path}: truncated in the data of storage {key!r} "
@@ -264,7 +397,38 @@ def _load_legacy(f, path):
     return obj
 
 
-def _load_zip(path):
+def _zip_entry(zf, name, path, budget, max_size=None, what=None):
+    """ZipInfo of ``name`` after checking it can be read safely (before any inflation)."""
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise ValueError(f"{path}: missing record {name!r}") from None
+    what = what or f"record {name!r}"
+    if info.flag_bits & 0x1:
+        raise ValueError(f"{path}: {what} is encrypted (not something torch.save writes)")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ValueError(f"{path}: {what} uses zip compression method {info.compress_type}; "
+                         "only stored (torch.save) and deflated records are read")
+    if max_size is not None and info.file_size > max_size:
+        raise ValueError(f"{path}: {what} is {info.file_size} bytes (at most {max_size} expected)")
+    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+        raise ValueError(f"{path}: {what} is stored with {info.compress_size} bytes but declares "
+                         f"{info.file_size}")
+    return info
+
+
+def _read_entry(zf, info, path, nbytes, what):
+    """Read exactly ``nbytes`` from a checked entry (CRC verified by zipfile at the end)."""
+    with zf.open(info) as f:
+        raw = f.read(nbytes)
+        extra = f.read(1)
+    if len(raw) != nbytes or extra:
+        raise ValueError(f"{path}: {what} holds {len(raw) + len(extra)}{'+' if extra else ''} "
+                         f"bytes, expected {nbytes}")
+    return raw
+
+
+def _load_zip(path, budget):
     allowed = _torch_globals()
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
@@ -275,7 +439,11 @@ def _load_zip(path):
         prefix = pkl[: -len("data.pkl")]
         little = True
         if prefix + "byteorder" in names:
-            little = zf.read(prefix + "byteorder").strip() != b"big"
+            info = _zip_entry(zf, prefix + "byteorder", path, budget, max_size=16)
+            order = _read_entry(zf, info, path, info.file_size, "byteorder record").strip()
+            if order not in (b"little", b"big"):
+                raise ValueError(f"{path}: byteorder record holds {order[:16]!r}, expected little/big")
+            little = order != b"big"
         storages = {}
 
         def persistent_load(pid):
@@ -284,60 +452,99 @@ def _load_zip(path):
                 raise pickle.UnpicklingError(f"zip storage id has {len(data)} fields, expected 4")
             stype, key, _location, numel = data
             stype = _check_stype(stype)
+            if not isinstance(key, (str, int)):
+                raise pickle.UnpicklingError(f"storage key is {type(key).__name__}, expected str")
             if key not in storages:
                 name = f"{prefix}data/{key}"
-                try:
-                    raw = zf.read(name)
-                except KeyError:
-                    raise ValueError(f"{path}: missing storage record {name!r}") from None
+                if name not in names:
+                    raise ValueError(f"{path}: missing storage record {name!r}")
+                info = _zip_entry(zf, name, path, budget, what=f"storage record {name!r}")
                 dt = stype.dtype.newbyteorder("<" if little else ">")
                 if stype.name == "UntypedStorage":
-                    numel = len(raw)
-                if len(raw) != int(numel) * dt.itemsize:
-                    raise ValueError(f"{path}: storage {name!r} has {len(raw)} bytes, "
-                                     f"expected {int(numel) * dt.itemsize}")
+                    numel = info.file_size
+                numel = _int(numel, "storage size")
+                nbytes = numel * dt.itemsize
+                # Declared size vs. the zip directory's uncompressed size, before inflating.
+                if nbytes < 0 or info.file_size != nbytes:
+                    raise ValueError(f"{path}: storage {name!r} has {info.file_size} bytes, "
+                                     f"expected {nbytes}")
+                budget.charge(nbytes, f"storage record {name!r}")
                 st = _Storage(stype, key, numel)
-                st._data = np.frombuffer(raw, dtype=dt)
+                st._data = np.frombuffer(_read_entry(zf, info, path, nbytes, f"storage {name!r}"),
+                                         dtype=dt)
                 storages[key] = st
             return storages[key]
 
-        with zf.open(pkl) as f:
-            return RestrictedUnpickler(f, allowed, persistent_load=persistent_load,
-                                       encoding="utf-8", what=f"{path}:{pkl}").load()
+        info = _zip_entry(zf, pkl, path, budget, what=f"pickle {pkl!r}")
+        budget.charge(info.file_size, f"pickle {pkl!r}")
+        with zf.open(info) as f:
+            return RestrictedUnpickler(BoundedReader(f, info.file_size), allowed,
+                                       persistent_load=persistent_load, encoding="utf-8",
+                                       what=f"{path}:{pkl}", refusal=_model_refusal(path)).load()
 
 
-def load_torch_object(path):
+def _named(path, e, kind):
+    """The ValueError that reports exception ``e`` while reading ``path``."""
+    if isinstance(e, ValueError) and path in str(e):
+        return e
+    if isinstance(e, MemoryError):
+        detail = "a size in it does not fit in memory"
+    elif isinstance(e, RecursionError):
+        detail = "nested too deeply"
+    else:
+        detail = str(e) or "no detail"
+    return ValueError(f"{path}: truncated or corrupt {kind} ({type(e).__name__}: {detail})")
+
+
+def load_torch_object(path, *, max_bytes=None):
     """Load any object saved with ``torch.save`` (restricted), tensors as numpy arrays.
 
     Returns the unpickled structure (dicts, lists, numbers, strings) with every tensor replaced
-    by a C-contiguous numpy array of its dtype. Raises ``ValueError`` for truncated/corrupt
-    files and :class:`~addercore.safe_pickle.RefusedGlobalError` for disallowed globals.
+    by a C-contiguous numpy array of its dtype.
+
+    Memory: sizes declared in the file are checked against its real size (and the zip
+    directory's uncompressed sizes) before anything is read or allocated, and the arrays it
+    decodes may not exceed ``max_bytes`` in total (default :func:`default_max_bytes`: 16x the
+    file size + 64 MiB); tensors with overlapping or broadcast (stride 0) strides count at their
+    materialised size.
+
+    Raises ``FileNotFoundError``/``PermissionError`` as ``open`` does; ``ValueError`` naming the
+    file for anything damaged, oversized or malformed (never an empty ``MemoryError``,
+    ``RecursionError``, ``NotImplementedError`` ...); :class:`RefusedGlobalError` (a
+    ``ValueError``) for disallowed globals, :class:`PickledModelError` for a whole pickled model.
     """
     path = os.fspath(path)
     try:
+        size = os.stat(path).st_size
+        budget = _Budget(path, default_max_bytes(size) if max_bytes is None else max_bytes)
         if zipfile.is_zipfile(path):
-            obj = _load_zip(path)
+            obj = _load_zip(path, budget)
         else:
             with open(path, "rb") as f:
-                obj = _load_legacy(f, path)
-        return _resolve(obj)
-    except RefusedGlobalError:
+                obj = _load_legacy(f, path, budget)
+        return _resolve(obj, budget)
+    except (RefusedGlobalError, FileNotFoundError, PermissionError, IsADirectoryError):
         raise
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error,
-            UnicodeDecodeError, TypeError, AttributeError, IndexError, KeyError) as e:
-        raise ValueError(f"{path}: truncated or corrupt PyTorch checkpoint "
-                         f"({type(e).__name__}: {e})") from e
+    except Exception as e:  # zipfile/zlib/pickle/struct errors, MemoryError, RecursionError, ...
+        raise _named(path, e, "PyTorch checkpoint") from e
 
 
-def load_torch_checkpoint(path):
+def load_torch_checkpoint(path, *, check_values="raise", max_bytes=None):
     """Read a PyTorch state dict file without PyTorch.
 
     Returns ``dict[str, np.ndarray]`` (insertion order of the file). A top-level dict holding
     ``state_dict`` (or ``model_state_dict``) is unwrapped. Supports the legacy and zip formats;
     float16/32/64, bfloat16 (widened to float32), int8/16/32/64, uint8 and bool tensors with any
     storage offset and stride. Keys are returned as saved (see :func:`strip_prefix`).
+
+    check_values : "raise" (default), "warn" or "ignore" — what to do with complex weights,
+        NaN/Inf values or a negative ``running_var`` (see :func:`check_state_values`).
+    max_bytes : memory limit, see :func:`load_torch_object`.
+
+    Errors: as :func:`load_torch_object`; :class:`StateValueError` (a ``ValueError``) for bad
+    values when ``check_values="raise"``.
     """
-    obj = load_torch_object(path)
+    obj = load_torch_object(path, max_bytes=max_bytes)
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict"):
             if isinstance(obj.get(key), dict):
@@ -355,7 +562,52 @@ def load_torch_checkpoint(path):
     if bad:
         raise ValueError(f"{path}: not a state dict of tensors; non-tensor entries: "
                          + ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
+    check_state_values(out, path, on_error=check_values)
     return out
+
+
+class StateValueError(ValueError):
+    """Weights that cannot be meant: complex, NaN/Inf, or a negative BatchNorm ``running_var``."""
+
+
+def check_state_values(state, path=None, on_error="raise"):
+    """Check the values of a state dict (``dict[str, np.ndarray]``) before they are used.
+
+    Flags: complex dtypes (AdderNet weights are real), NaN or ±Inf in floating arrays, and
+    negative entries in any ``*running_var`` (a variance; BatchNorm would take its square root).
+    Integer/bool arrays (``num_batches_tracked``, masks) are not inspected.
+
+    on_error : "raise" → :class:`StateValueError` naming ``path`` and the first problems;
+        "warn" → one ``RuntimeWarning`` with the same text; "ignore" → nothing.
+    Returns the list of problems (strings; empty when all is well).
+    """
+    if on_error not in ("raise", "warn", "ignore"):
+        raise ValueError(f"on_error must be 'raise', 'warn' or 'ignore', got {on_error!r}")
+    problems = []
+    for k, v in state.items():
+        a = np.asarray(v)
+        if a.dtype.kind == "c":
+            problems.append(f"{k}: complex dtype {a.dtype}")
+            continue
+        if a.dtype.kind != "f" or a.size == 0:
+            continue
+        finite = np.isfinite(a)
+        if not finite.all():
+            nan = int(np.isnan(a).sum())
+            problems.append(f"{k}: {nan} NaN and {int(a.size - finite.sum()) - nan} infinite "
+                            f"of {a.size} values")
+        if str(k).endswith("running_var"):
+            neg = int((a < 0).sum())
+            if neg:
+                problems.append(f"{k}: {neg} negative variances (min {float(np.nanmin(a)):.4g})")
+    if problems and on_error != "ignore":
+        where = f"{os.fspath(path)}: " if path is not None else ""
+        msg = (f"{where}{len(problems)} tensor(s) hold values no trained network has: "
+               + "; ".join(problems[:10]) + (" ..." if len(problems) > 10 else ""))
+        if on_error == "raise":
+            raise StateValueError(msg + " (pass check_values='warn' or 'ignore' to load anyway)")
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    return problems
 
 
 def strip_prefix(state, prefix="module."):
