@@ -635,33 +635,93 @@ def _fsync_dir(dirname):
         os.close(fd)
 
 
+def _target_dir(path):
+    """Directory that will hold ``path``; refuses targets that can never be written, naming them."""
+    dirname = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {path!r}: it is a directory", path)
+    probe = dirname
+    while probe and not os.path.exists(probe):  # the nearest existing ancestor
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"cannot write {path!r}: {probe!r} is a file, not a folder", path)
+    if not os.path.isdir(dirname):
+        raise FileNotFoundError(errno.ENOENT, f"cannot write {path!r}: folder {dirname!r} "
+                                "does not exist", path)
+    return dirname
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EROFS,
+                getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _named_oserror(e, path, doing):
+    """Same OSError type and errno, with a one-line message naming ``path``."""
+    reason = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        reason += " (disk full; nothing was changed)"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason += f" (folder {os.path.dirname(os.path.abspath(path))!r} is not writable)"
+    new = type(e)(e.errno, f"{doing} {path!r} failed: {reason}")
+    new.filename = path
+    return new
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode="wb"):
     """Context manager yielding a file that replaces ``path`` atomically on success.
 
     Writes go to a temporary file in the same directory; on normal exit it is flushed,
     fsync'ed, renamed over ``path`` (``os.replace``) and the directory is fsync'ed. On an
-    exception the temporary file is removed and ``path`` is untouched. A process killed
-    mid-way leaves ``path`` intact (plus at most a stale ``.<name>.<random>.tmp``).
+    exception (including a full disk while writing, flushing or closing) the temporary file is
+    removed and ``path`` is untouched. A process killed mid-way leaves ``path`` intact (plus at
+    most a stale ``.<name>.<random>.tmp``).
+
+    Errors: ``IsADirectoryError`` if ``path`` is a directory, ``NotADirectoryError`` if a
+    component of its folder is a file, ``FileNotFoundError`` if the folder is missing,
+    ``PermissionError`` for a read-only folder; an ``OSError`` while writing (e.g. ``ENOSPC``)
+    is re-raised as the same type and errno with a message naming ``path`` — each a one-line
+    message, checked before anything is written.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open: mode must be 'wb' or 'w', got {mode!r}")
     path = os.fspath(path)
-    dirname = os.path.dirname(os.path.abspath(path))
+    dirname = _target_dir(path)
     tmp = os.path.join(dirname, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    # os.open with 0o666 lets the umask decide the permissions, like a plain open() would.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    f = os.fdopen(fd, mode)
     try:
+        # os.open with 0o666 lets the umask decide the permissions, like a plain open() would.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        raise _named_oserror(e, path, "creating a temporary file to write") from e
+    f = None
+    committing = False
+    try:
+        f = os.fdopen(fd, mode)
         yield f
+        committing = True
         f.flush()
         os.fsync(f.fileno())
         f.close()
         os.replace(tmp, path)
-    except BaseException:
-        f.close()
+    except BaseException as e:
+        # Close without letting a second failure (a full disk fails the flush in close() again)
+        # skip the unlink: the temporary file must not be left behind.
+        with contextlib.suppress(OSError):
+            if f is not None:
+                f.close()
+            else:
+                os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        # Name the target for failures of the write itself: ours (flush/fsync/close/rename),
+        # or the caller's f.write() running out of space. Other errors pass unchanged.
+        if isinstance(e, OSError) and e.errno is not None and (
+                committing or e.errno in _DISK_ERRNOS):
+            raise _named_oserror(e, path, "writing") from e
         raise
     _fsync_dir(dirname)
 
@@ -706,25 +766,268 @@ def save(path, arrays, metadata=None):
         np.savez(f, **clean)
 
 
-def load(path):
+_MAX_NPY_HEADER = 10000  # numpy's own default limit for .npy headers
+
+
+def _npy_header(f, path, name):
+    """(shape, fortran, dtype, header_bytes) of an .npy stream, reading only its header."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version == (1, 0):
+        read = fmt.read_array_header_1_0
+    elif version == (2, 0):
+        read = fmt.read_array_header_2_0
+    else:
+        read = getattr(fmt, "_read_array_header", None)
+        if read is None:  # pragma: no cover - numpy without format 3 support
+            raise ValueError(f"{path}: array {name!r} uses .npy format {version}")
+        shape, fortran, dtype = read(f, version, max_header_size=_MAX_NPY_HEADER)
+        return shape, fortran, dtype, f.tell()
+    try:
+        shape, fortran, dtype = read(f, max_header_size=_MAX_NPY_HEADER)
+    except TypeError:  # pragma: no cover - numpy < 1.24 has no max_header_size
+        shape, fortran, dtype = read(f)
+    return shape, fortran, dtype, f.tell()
+
+
+def _spec(v):
+    """(shape or None, dtype or None) from an expected-entry description."""
+    if hasattr(v, "shape") and hasattr(v, "dtype"):
+        return tuple(v.shape), np.dtype(v.dtype)
+    shape, dtype = v
+    return (None if shape is None else tuple(int(d) for d in shape),
+            None if dtype is None else np.dtype(dtype))
+
+
+def load(path, expected=None, *, allow_extra=False, max_bytes=None):
     """Read an addercore ``.npz`` checkpoint → ``(arrays: dict[str, np.ndarray], metadata: dict)``.
 
-    Raises ``FileNotFoundError`` if absent and ``ValueError`` naming the file if it is
-    truncated, corrupt or not an addercore checkpoint.
+    Nothing is inflated or allocated before the whole file has been checked from its zip
+    directory and the ``.npy`` headers: every entry must be a stored or deflated (not
+    encrypted) ``.npy`` array of a plain dtype whose header's shape x itemsize equals the
+    directory's uncompressed size, and the arrays together must fit ``max_bytes`` (default
+    :func:`default_max_bytes`: 16x the file size + 64 MiB).
+
+    expected : optional mapping ``name -> array`` (anything with ``.shape``/``.dtype``, e.g. a
+        model's ``state_dict()``) or ``name -> (shape, dtype)`` (either may be ``None`` for
+        "any"). Each named array present in the file must have exactly that shape and dtype;
+        names not in ``expected`` (besides the metadata) are refused unless ``allow_extra``.
+        Names of ``expected`` missing from the file are not an error here (the caller's
+        ``load_state_dict`` reports them).
+
+    Raises ``FileNotFoundError`` if absent and ``ValueError`` naming the file (and the array)
+    if it is truncated, corrupt, oversized, not an addercore checkpoint, or does not match
+    ``expected``.
     """
     path = os.fspath(path)
+    specs = None if expected is None else {str(k): _spec(v) for k, v in expected.items()}
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
+        size = os.stat(path).st_size
+        budget = _Budget(path, default_max_bytes(size) if max_bytes is None else max_bytes)
+        arrays = {}
+        with open(path, "rb") as fh, zipfile.ZipFile(fh) as zf:
+            plan = []
+            for info in zf.infolist():
+                name = info.filename[:-4] if info.filename.endswith(".npy") else None
+                if name is None:
+                    raise ValueError(f"{path}: entry {info.filename!r} is not a .npy array")
+                if any(n == name for n, _ in plan):
+                    raise ValueError(f"{path}: array {name!r} appears twice")
+                if specs is not None and name != METADATA_KEY and name not in specs \
+                        and not allow_extra:
+                    raise ValueError(f"{path}: unexpected array {name!r} (not part of the "
+                                     "expected model/state)")
+                what = f"array {name!r}"
+                _zip_entry(zf, info.filename, path, budget, what=what)
+                with zf.open(info) as f:
+                    shape, _fortran, dtype, head = _npy_header(f, path, name)
+                if dtype.hasobject:
+                    raise ValueError(f"{path}: {what} has object dtype (pickled data is refused)")
+                if dtype.fields is not None or dtype.subdtype is not None:
+                    raise ValueError(f"{path}: {what} has a structured dtype {dtype}")
+                nbytes = math.prod(shape) * dtype.itemsize
+                if head + nbytes != info.file_size:
+                    raise ValueError(
+                        f"{path}: {what} declares shape {shape} {dtype} = {nbytes} bytes but its "
+                        f"record holds {info.file_size - head} (truncated or corrupt)")
+                if specs is not None and name in specs:
+                    want_shape, want_dtype = specs[name]
+                    if (want_shape is not None and tuple(shape) != want_shape) or \
+                            (want_dtype is not None and dtype != want_dtype):
+                        raise ValueError(
+                            f"{path}: {what} has shape {tuple(shape)} {dtype}, the model expects "
+                            f"{want_shape if want_shape is not None else '(any shape)'} "
+                            f"{want_dtype if want_dtype is not None else '(any dtype)'}")
+                budget.charge(nbytes, what)
+                plan.append((name, info))
+            for name, info in plan:  # every size is known and within the limit: read
+                with zf.open(info) as f:
+                    try:
+                        arrays[name] = np.lib.format.read_array(
+                            f, allow_pickle=False, max_header_size=_MAX_NPY_HEADER)
+                    except TypeError:  # pragma: no cover - numpy < 1.24
+                        arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise ValueError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {e})") from e
+    except Exception as e:  # zipfile/zlib errors, bad headers, method 99, encrypted entries...
+        raise _named(path, e, "checkpoint") from e
     if METADATA_KEY not in arrays:
         raise ValueError(f"{path}: not an addercore checkpoint (no {METADATA_KEY!r} entry)")
     meta = arrays.pop(METADATA_KEY)
     try:
+        if meta.dtype.kind != "U" or meta.shape != ():
+            raise ValueError(f"metadata is {meta.dtype} {meta.shape}, expected a JSON string")
         metadata = json.loads(str(meta[()]))
-    except (ValueError, TypeError, IndexError) as e:
-        raise ValueError(f"{path}: corrupt metadata ({e})") from e
+    except (ValueError, TypeError, IndexError, RecursionError) as e:
+        raise ValueError(f"{path}: corrupt metadata ({type(e).__name__}: {e})") from e
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path}: corrupt metadata (holds {type(metadata).__name__}, expected an object)")
     return arrays, metadata
+
+
+# --------------------------------------------------------------------------------------------
+# Export to PyTorch's zip format (no PyTorch needed)
+# --------------------------------------------------------------------------------------------
+
+_TORCH_STORAGE_NAMES = {
+    np.dtype(np.float32): "FloatStorage", np.dtype(np.float64): "DoubleStorage",
+    np.dtype(np.float16): "HalfStorage", np.dtype(np.int64): "LongStorage",
+    np.dtype(np.int32): "IntStorage", np.dtype(np.int16): "ShortStorage",
+    np.dtype(np.int8): "CharStorage", np.dtype(np.uint8): "ByteStorage",
+    np.dtype(np.bool_): "BoolStorage", np.dtype(np.complex64): "ComplexFloatStorage",
+    np.dtype(np.complex128): "ComplexDoubleStorage",
+}
+
+
+class _PickleWriter:
+    """Just the protocol-2 opcodes a state dict needs, written by hand.
+
+    torch.save writes its pickle with the standard pickler, naming torch's globals; without
+    torch those globals cannot be imported, so the opcodes are emitted directly (the same bytes
+    the pickler would write, minus memoisation).
+    """
+
+    def __init__(self):
+        self.out = bytearray(pickle.PROTO + b"\x02")
+
+    def glob(self, module, name):
+        self.out += pickle.GLOBAL + f"{module}\n{name}\n".encode("ascii")
+
+    def text(self, s):
+        b = s.encode("utf-8")
+        self.out += pickle.BINUNICODE + struct.pack("<I", len(b)) + b
+
+    def int(self, v):
+        v = int(v)
+        if 0 <= v < 256:
+            self.out += pickle.BININT1 + struct.pack("<B", v)
+        elif 0 <= v < 65536:
+            self.out += pickle.BININT2 + struct.pack("<H", v)
+        elif -(1 << 31) <= v < (1 << 31):
+            self.out += pickle.BININT + struct.pack("<i", v)
+        else:
+            b = v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True)
+            self.out += pickle.LONG1 + struct.pack("<B", len(b)) + b
+
+    def int_tuple(self, values):
+        values = tuple(values)
+        if not values:
+            self.out += pickle.EMPTY_TUPLE
+            return
+        self.out += pickle.MARK
+        for v in values:
+            self.int(v)
+        self.out += pickle.TUPLE
+
+    def empty_ordered_dict(self):
+        self.glob("collections", "OrderedDict")
+        self.out += pickle.EMPTY_TUPLE + pickle.REDUCE
+
+
+def _torch_state_pickle(names, arrays):
+    """data.pkl of ``torch.save(OrderedDict(name -> tensor))``; storage keys "0", "1", ..."""
+    w = _PickleWriter()
+    w.empty_ordered_dict()
+    if names:
+        w.out += pickle.MARK
+        for i, (name, a) in enumerate(zip(names, arrays)):
+            w.text(name)
+            w.glob("torch._utils", "_rebuild_tensor_v2")
+            w.out += pickle.MARK
+            # persistent id ('storage', torch.<T>Storage, key, location, numel)
+            w.out += pickle.MARK
+            w.text("storage")
+            w.glob("torch", _TORCH_STORAGE_NAMES[a.dtype])
+            w.text(str(i))
+            w.text("cpu")
+            w.int(a.size)
+            w.out += pickle.TUPLE + pickle.BINPERSID
+            w.int(0)                                   # storage offset
+            w.int_tuple(a.shape)                       # size
+            w.int_tuple(_c_strides(a.shape))           # stride (elements), C order
+            w.out += pickle.NEWFALSE                   # requires_grad
+            w.empty_ordered_dict()                     # backward_hooks
+            w.out += pickle.TUPLE + pickle.REDUCE
+        w.out += pickle.SETITEMS
+    w.out += pickle.STOP
+    return bytes(w.out)
+
+
+def _c_strides(shape):
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= max(int(d), 1)
+    return tuple(reversed(strides))
+
+
+def save_torch_checkpoint(path, state_dict, *, overwrite=False):
+    """Write ``state_dict`` (``name -> array``) in PyTorch's zip checkpoint format, without torch.
+
+    The file is what ``torch.save(OrderedDict(...), path)`` writes for CPU tensors: a zip
+    (stored, data records aligned to 64 bytes) holding ``archive/data.pkl`` (protocol-2
+    pickle naming only ``collections.OrderedDict``, ``torch._utils._rebuild_tensor_v2`` and
+    ``torch.<T>Storage``), ``archive/byteorder`` (``little``), ``archive/data/<i>`` (each
+    tensor's little-endian bytes) and ``archive/version`` (``3``). It loads with
+    ``torch.load(path, weights_only=True)`` and with :func:`load_torch_checkpoint`; key order
+    is kept. Supported dtypes: float16/32/64, int8/16/32/64, uint8, bool, complex64/128
+    (arrays are written C-contiguous, little-endian).
+
+    Written atomically (:func:`atomic_open`). An existing ``path`` is refused
+    (``FileExistsError``) unless ``overwrite=True``. ``TypeError`` for non-str keys or
+    unsupported dtypes.
+    """
+    path = os.fspath(path)
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"save_torch_checkpoint: state_dict must be a dict str -> array, got "
+                        f"{type(state_dict).__name__}")
+    names, arrays = [], []
+    for k, v in state_dict.items():
+        if not isinstance(k, str):
+            raise TypeError(f"save_torch_checkpoint: keys must be str, got {k!r}")
+        a = np.asarray(v)
+        native = a.dtype.newbyteorder("=") if a.dtype.byteorder not in ("=", "|") else a.dtype
+        if native not in _TORCH_STORAGE_NAMES:
+            raise TypeError(f"save_torch_checkpoint: {k!r} has dtype {a.dtype}; supported: "
+                            + ", ".join(sorted(str(d) for d in _TORCH_STORAGE_NAMES)))
+        a = np.array(a, dtype=native.newbyteorder("<"), order="C")  # 0-d stays 0-d
+        names.append(k)
+        arrays.append(a)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(errno.EEXIST, f"{path!r} exists; pass overwrite=True to replace it", path)
+    pkl = _torch_state_pickle(names, [a.view(a.dtype.newbyteorder("=")) for a in arrays])
+    records = [("archive/data.pkl", pkl), ("archive/byteorder", b"little")]
+    records += [(f"archive/data/{i}", a.tobytes()) for i, a in enumerate(arrays)]
+    records += [("archive/version", b"3\n")]
+    with atomic_open(path, "wb") as f:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, data in records:
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_STORED
+                info.external_attr = 0o644 << 16
+                # torch aligns each record's data to 64 bytes with a padding extra field
+                # ("FB" + length + "Z"s); the 30-byte local header and the name come first.
+                start = f.tell() + 30 + len(name.encode("utf-8")) + 4
+                pad = (-start) % 64
+                info.extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
+                zf.writestr(info, data)
