@@ -487,8 +487,10 @@ def _named(path, e, kind):
     """The ValueError that reports exception ``e`` while reading ``path``."""
     if isinstance(e, ValueError) and path in str(e):
         return e
+    if type(e) is ValueError:  # our own checks: the message says what is wrong
+        return ValueError(f"{path}: {e}")
     if isinstance(e, MemoryError):
-        detail = "a size in it does not fit in memory"
+        detail = "it declares a size larger than memory"
     elif isinstance(e, RecursionError):
         detail = "nested too deeply"
     else:

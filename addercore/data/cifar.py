@@ -83,13 +83,15 @@ def _parse_batch(fileobj, name, label_key, num_classes):
     """
     try:
         size = _stream_size(fileobj)
-        d = restricted_load(BoundedReader(fileobj, size) if size is not None else fileobj,
-                            cifar_globals(), encoding="bytes", what=f"CIFAR batch {name}")
+        # One pickle per file, so a read-ahead buffer over the bounded stream is safe (and
+        # keeps the C unpickler's speed: ~0.25 s per 30 MB batch).
+        stream = io.BufferedReader(BoundedReader(fileobj, size)) if size is not None else fileobj
+        d = restricted_load(stream, cifar_globals(), encoding="bytes", what=f"CIFAR batch {name}")
     except RefusedGlobalError:
         raise
     except Exception as e:  # pickle errors on corrupt bytes are of many types
-        detail = str(e) or ("a size in it does not fit in memory" if isinstance(e, MemoryError)
-                            else "no detail")
+        detail = ("it declares a size larger than memory" if isinstance(e, MemoryError)
+                  else str(e) or "no detail")
         raise ValueError(f"{name}: truncated or corrupt CIFAR batch ({type(e).__name__}: {detail})") from e
     if not isinstance(d, dict):
         raise ValueError(f"{name}: not a CIFAR batch (holds {type(d).__name__}, expected dict)")
