@@ -262,7 +262,7 @@ def load_in_child(kind, paths, repo=REPO, limit=3 * GiB):
     cases = {name: (LOADERS[kind], str(p)) for name, p in paths.items()}
     env = dict(os.environ, PYTHONPATH=str(repo), OPENBLAS_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-c", _CHILD, str(limit)], input=json.dumps(cases),
-                       capture_output=True, text=True, env=env, timeout=300)
+                       capture_output=True, text=True, env=env, timeout=300, cwd=str(repo))
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout)
 
