@@ -431,8 +431,8 @@ def _read_entry(zf, info, path, nbytes, what):
 def _load_zip(path, budget):
     allowed = _torch_globals()
     with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-        pkls = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
+        names = set(zf.namelist())
+        pkls = sorted(n for n in names if n == "data.pkl" or n.endswith("/data.pkl"))
         if not pkls:
             raise ValueError(f"{path}: zip file without data.pkl, not a PyTorch checkpoint")
         pkl = min(pkls, key=len)
