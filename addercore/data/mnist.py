@@ -6,6 +6,7 @@ Looks in ``root``, ``root/MNIST/raw`` (torchvision's layout) and ``root/mnist`` 
 No download: MNIST's hosting moves; get the four files and point ``root`` at them.
 """
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -20,33 +21,43 @@ __all__ = ["load_mnist", "read_idx"]
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path):
+def read_idx(path, *, max_bytes=None):
     """Read one idx file (raw or gzip) → numpy array in native byte order.
 
-    Raises ``ValueError`` naming the file when it is truncated or malformed.
+    The header's dimensions are checked before the data is read: the data may not exceed
+    ``max_bytes`` (default: 16x the file size + 64 MiB, so a small gzip cannot inflate to
+    gigabytes) and must match the file exactly. Raises ``ValueError`` naming the file when it
+    is truncated, malformed or oversized.
     """
     path = Path(path)
+    size = os.stat(path).st_size
+    limit = 16 * size + (64 << 20) if max_bytes is None else int(max_bytes)
     try:
         with open(path, "rb") as f:
             head = f.read(2)
         opener = gzip.open if head == b"\x1f\x8b" else open
         with opener(path, "rb") as f:
-            raw = f.read()
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+                raise ValueError(f"{path}: not an idx file (bad magic {magic.hex()})")
+            dtype = np.dtype(_IDX_DTYPES[magic[2]])
+            ndim = magic[3]
+            dims = f.read(4 * ndim)
+            if len(dims) != 4 * ndim:
+                raise ValueError(f"{path}: truncated idx header")
+            shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+            n = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+            if n > limit:
+                raise ValueError(f"{path}: idx header declares shape {shape} = {n} bytes, more than "
+                                 f"the limit of {limit} bytes for a file of {size} bytes")
+            raw = f.read(n)
+            extra = len(f.read(1))
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise ValueError(f"{path}: truncated or corrupt gzip file ({e})") from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an idx file (bad magic {raw[:4].hex()})")
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    ndim = raw[3]
-    hdr = 4 + 4 * ndim
-    if len(raw) < hdr:
-        raise ValueError(f"{path}: truncated idx header")
-    shape = tuple(int(x) for x in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - hdr != n:
-        raise ValueError(f"{path}: idx data has {len(raw) - hdr} bytes, expected {n} for shape {shape} "
-                         "(truncated or corrupt)")
-    arr = np.frombuffer(raw, dtype=dtype, offset=hdr).reshape(shape)
+    if len(raw) != n or extra:
+        raise ValueError(f"{path}: idx data has {len(raw) + extra}{'+' if extra else ''} bytes, "
+                         f"expected {n} for shape {shape} (truncated or corrupt)")
+    arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
     return arr.astype(dtype.newbyteorder("="))
 
 
