@@ -205,19 +205,24 @@ class BatchNorm2d(Module):
 
 
 _warned_relu_after_adder = False
+# ops whose output is <= 0 wherever their input is (looked through for the warning below)
+_SIGN_KEEPING_OPS = ("max_pool2d", "avg_pool2d", "reshape")
 
 
 class ReLU(Module):
     """``max(x, 0)``.
 
     Warns once per process (UserWarning) when, in training, its input is an adder layer's
-    output: that output is ``-distance <= 0``, so ReLU gives 0 everywhere and the network
-    trains at chance; AdderNets put BatchNorm between the two (spec §3)."""
+    output (possibly pooled): that output is ``-distance <= 0``, so ReLU gives 0 everywhere
+    and the network trains at chance; AdderNets put BatchNorm between the two (spec §3)."""
 
     def forward(self, x):
         global _warned_relu_after_adder
-        # x._op is recorded only with a graph (training): free to test, silent in inference.
-        if x._op == "adder2d" and not _warned_relu_after_adder:
+        # ops are recorded only with a graph (training): free to test, silent in inference.
+        source = x
+        while source._op in _SIGN_KEEPING_OPS:
+            source = source._parents[0]
+        if source._op == "adder2d" and not _warned_relu_after_adder:
             _warned_relu_after_adder = True
             warnings.warn(
                 "ReLU applied directly to an adder layer's output: adder outputs are <= 0 "
