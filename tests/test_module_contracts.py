@@ -153,7 +153,7 @@ def test_scaling_follows_eta_assignment():
     np.testing.assert_allclose(_step(layer, GRAD, opt), GRAD, rtol=1e-12)
     layer.eta = 0.1
     np.testing.assert_allclose(_step(layer, GRAD, opt), _scaled(GRAD, 0.1), rtol=1e-12)
-    for bad in (0, -1.0, True, "0.2", float("nan")):
+    for bad in (0, -1.0, True, "0.2", float("nan"), float("inf")):
         with pytest.raises(ValueError, match="eta must be a positive number or None"):
             layer.eta = bad
     assert layer.eta == 0.1 and layer.adder.adaptive_eta == 0.1

@@ -108,7 +108,7 @@ class Adder2d(Module):
     @eta.setter
     def eta(self, value):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                                  or not value > 0):
+                                  or not 0 < value < math.inf):
             raise ValueError(f"eta must be a positive number or None, got {value!r}")
         object.__setattr__(self, "_eta", value)
         self._tag_filter()
