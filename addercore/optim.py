@@ -8,15 +8,18 @@ Adaptive scaling (spec §2): an adder layer's filter gradient ``g`` is rescaled 
 - ``"update"`` (the paper's Eq. 13 reading): the factor ``α = η·sqrt(k)/‖g‖₂`` of the raw
   gradient multiplies the layer's final SGD update (after weight decay and momentum).
 
-A parameter is an adder filter when it carries ``adaptive_eta`` (set by
-:class:`addercore.nn.Adder2d`; None disables scaling for that layer). Ordinary layers are never
-rescaled.
+A parameter is rescaled when its ``adaptive_eta`` is not None: :class:`addercore.nn.Adder2d`
+keeps its filter Parameter's ``adaptive_eta`` equal to the layer's ``eta`` (at construction,
+on ``layer.eta = ...`` and on ``layer.adder = Parameter(...)``), and the optimiser reads it at
+every step, so the scaling follows the layer. Ordinary layers' parameters are never rescaled.
+``SGD(eta=...)`` overrides every adder layer's own η (layers with ``eta=None`` stay plain).
 """
 import math
 
 import numpy as np
 
 from .ops import adaptive_scale
+from .tensor import Tensor
 
 __all__ = ["SGD", "CosineAnnealingLR", "MultiStepLR"]
 
@@ -29,6 +32,10 @@ class SGD:
     Same update as ``torch.optim.SGD`` (dampening 0): ``d = g + wd·p``;
     ``buf = d`` at the first step, then ``buf = momentum·buf + d``; the step is ``buf`` or, with
     Nesterov, ``d + momentum·buf``; ``p -= lr·step``.
+
+    ``params``: Tensors (``model.parameters()``); those with ``requires_grad=False`` (frozen)
+    or without a gradient are skipped at each step. ``adaptive_scaling=False`` turns the
+    scaling off for every layer; ``eta`` overrides every adder layer's own η.
     """
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False,
@@ -36,6 +43,10 @@ class SGD:
         self.params = list(params)
         if not self.params:
             raise ValueError("params is empty: pass model.parameters()")
+        for index, p in enumerate(self.params):
+            if not isinstance(p, Tensor):
+                raise TypeError(f"params[{index}] must be a Tensor (a Parameter), got "
+                                f"{type(p).__name__}; pass model.parameters()")
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
@@ -56,6 +67,7 @@ class SGD:
         self.step_count = 0
 
     def _eta_for(self, p):
+        # read at every step: the layer may have changed its eta (see the module docstring)
         layer_eta = getattr(p, "adaptive_eta", None)
         if not self.adaptive_scaling or layer_eta is None:
             return None
@@ -67,9 +79,9 @@ class SGD:
             p.grad = None
 
     def step(self):
-        """Apply one update to every parameter that has a gradient."""
+        """Apply one update to every parameter that requires and has a gradient."""
         for index, p in enumerate(self.params):
-            if p.grad is None:
+            if p.grad is None or not p.requires_grad:
                 continue
             grad = p.grad
             if grad.shape != p.data.shape or grad.dtype != p.data.dtype:

@@ -67,8 +67,10 @@ class Tensor:
     @classmethod
     def _from_op(cls, data, parents, backward, op, recompute=None):
         """Output of an op: records ``parents`` and ``backward`` (and ``recompute``, a function
-        of no arguments returning ``data`` again, bit for bit) only when a gradient is needed."""
-        out = cls(data)
+        of no arguments returning ``data`` again, bit for bit) only when a gradient is needed.
+        The output is a plain Tensor whatever ``cls`` is (an op's output is never a
+        Parameter)."""
+        out = Tensor(data)
         if _grad_enabled and any(p.requires_grad for p in parents):
             out.requires_grad = True
             out._parents = tuple(parents)
@@ -217,22 +219,29 @@ class Tensor:
         return f"Tensor(shape={self.data.shape}, dtype={self.data.dtype}{grad})"
 
     # -- elementwise arithmetic (the ops live in addercore.functional) --------------------------
+    # dtypes promote as numpy's do with the same operands, in either order (NEP 50): Tensors and
+    # arrays keep their dtypes (float32 with float64 gives float64); a Python number is "weak"
+    # and takes the Tensor's dtype when it fits (float32 Tensor * 2.0 stays float32). A - B is
+    # computed as A + (-B), which is bit-identical (negation is exact).
     def __add__(self, other):
         from . import functional
 
-        return functional.add(self, other)
+        return functional.add(self, _operand(other, self))
 
-    __radd__ = __add__
+    def __radd__(self, other):
+        from . import functional
+
+        return functional.add(_operand(other, self), self)
 
     def __sub__(self, other):
         from . import functional
 
-        return functional.add(self, functional.neg(_as_tensor(other, self)))
+        return functional.add(self, functional.neg(_operand(other, self)))
 
     def __rsub__(self, other):
         from . import functional
 
-        return functional.add(functional.neg(self), other)
+        return functional.add(_operand(other, self), functional.neg(self))
 
     def __neg__(self):
         from . import functional
@@ -242,9 +251,12 @@ class Tensor:
     def __mul__(self, other):
         from . import functional
 
-        return functional.mul(self, other)
+        return functional.mul(self, _operand(other, self))
 
-    __rmul__ = __mul__
+    def __rmul__(self, other):
+        from . import functional
+
+        return functional.mul(_operand(other, self), self)
 
     def sum(self):
         from . import functional
@@ -264,7 +276,17 @@ class Tensor:
         return functional.reshape(self, shape)
 
 
-def _as_tensor(value, like):
+# Python's own number types: "weak" operands in numpy's promotion. Exact types, because numpy's
+# float64 scalar subclasses float but is a strong (float64) operand.
+_PYTHON_SCALARS = (bool, int, float, complex)
+
+
+def _operand(value, like):
+    """``value`` as the other operand of a binary op with Tensor ``like``: a Tensor as is, a
+    Python number as a 0-d array of numpy's result dtype for ``like`` and it, anything else as
+    an array of its own dtype."""
     if isinstance(value, Tensor):
         return value
-    return Tensor(np.asarray(value, dtype=like.data.dtype))
+    if type(value) in _PYTHON_SCALARS:
+        return Tensor(np.asarray(value, dtype=np.result_type(like.data, value)))
+    return Tensor(np.asarray(value))

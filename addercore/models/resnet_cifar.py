@@ -1,7 +1,7 @@
 """ResNet-20/32/56 for CIFAR exactly as the AdderNet authors define them (spec §3).
 
 ``conv1`` 3×3 multiplication conv 3→16 (no bias) → ``bn1`` → ReLU → ``layer1..3`` (n
-BasicBlocks each, widths 16/32/64, stride 2 at the first block of layers 2 and 3) → AvgPool 8×8
+BasicBlocks each, widths 16/32/64 (``widths=``), stride 2 at the first block of layers 2 and 3) → AvgPool 8×8
 → ``fc`` 1×1 multiplication conv 64→classes (no bias) → ``bn2`` (BatchNorm on the logits) →
 flatten. Inside the blocks every 3×3 (and the 1×1 shortcut) is an adder layer for
 ``kind="adder"`` (param ``adder``) or a bias-free Conv2d for ``kind="cnn"`` (param ``weight``).
@@ -63,29 +63,41 @@ class BasicBlock(nn.Module):
         return self.bn2(out, residual=residual, relu=True)
 
 
+def _three_positive_ints(value, name):
+    if (not isinstance(value, (tuple, list)) or len(value) != 3
+            or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1
+                   for n in value)):
+        raise ValueError(f"{name} must be 3 positive ints, got {value!r}")
+    return tuple(int(n) for n in value)
+
+
 class ResNetCIFAR(nn.Module):
-    """The authors' CIFAR ResNet; ``layers`` = blocks per stage, e.g. (3, 3, 3) for ResNet-20."""
+    """The authors' CIFAR ResNet; ``layers`` = blocks per stage, e.g. (3, 3, 3) for ResNet-20.
+
+    ``widths``: channels of the three stages, (16, 32, 64) in the paper; other widths give the
+    same topology, state-dict names and initialisation order (golden files use narrow ones).
+    """
 
     def __init__(self, layers, num_classes=10, kind="adder", norm="l1", eta=0.2,
-                 dtype=np.float32, rng=None, recompute=True):
+                 dtype=np.float32, rng=None, recompute=True, widths=(16, 32, 64)):
         super().__init__()
         dt = check_common(num_classes, kind, norm, eta, dtype)
-        if (not isinstance(layers, (tuple, list)) or len(layers) != 3
-                or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in layers)):
-            raise ValueError(f"layers must be 3 positive ints, got {layers!r}")
+        layers = _three_positive_ints(layers, "layers")
+        w1, w2, w3 = _three_positive_ints(widths, "widths")
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
         self.kind, self.norm, self.num_classes = kind, norm, int(num_classes)
         cfg = dict(kind=kind, norm=norm, eta=eta, rng=rng, dtype=dt, recompute=bool(recompute))
-        self.inplanes = 16
-        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False, rng=rng, dtype=dt)
-        self.bn1 = nn.BatchNorm2d(16, dtype=dt)
+        self.widths = (w1, w2, w3)
+        self.inplanes = w1
+        self.conv1 = nn.Conv2d(3, w1, 3, stride=1, padding=1, bias=False, rng=rng, dtype=dt)
+        self.bn1 = nn.BatchNorm2d(w1, dtype=dt)
         self.relu = nn.ReLU()
-        self.layer1 = self._make_layer(cfg, 16, layers[0])
-        self.layer2 = self._make_layer(cfg, 32, layers[1], stride=2)
-        self.layer3 = self._make_layer(cfg, 64, layers[2], stride=2)
+        self.layer1 = self._make_layer(cfg, w1, layers[0])
+        self.layer2 = self._make_layer(cfg, w2, layers[1], stride=2)
+        self.layer3 = self._make_layer(cfg, w3, layers[2], stride=2)
         self.avgpool = nn.AvgPool2d(8, stride=1)
-        self.fc = nn.Conv2d(64 * BasicBlock.expansion, num_classes, 1, bias=False, rng=rng,
+        self.fc = nn.Conv2d(w3 * BasicBlock.expansion, num_classes, 1, bias=False, rng=rng,
                             dtype=dt)
         self.bn2 = nn.BatchNorm2d(num_classes, dtype=dt)
         self.flatten = nn.Flatten()
@@ -110,7 +122,9 @@ class ResNetCIFAR(nn.Module):
         return self.flatten(x)
 
     def extra_repr(self):
-        return f"kind={self.kind!r}, norm={self.norm!r}, num_classes={self.num_classes}"
+        widths = "" if self.widths == (16, 32, 64) else f", widths={self.widths}"
+        return (f"kind={self.kind!r}, norm={self.norm!r}, num_classes={self.num_classes}"
+                f"{widths}")
 
 
 def resnet20(num_classes=10, kind="adder", norm="l1", eta=0.2, dtype=np.float32, rng=None,

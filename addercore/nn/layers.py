@@ -7,6 +7,8 @@ Initialisation uses a module-level ``np.random.Generator`` (see :func:`manual_se
 explicit ``rng`` is passed.
 """
 import math
+import numbers
+import warnings
 
 import numpy as np
 
@@ -70,7 +72,8 @@ class Adder2d(Module):
 
     Parameters: ``adder`` (out_channels, in_channels, kh, kw), initialised N(0, 1) (spec §3).
     ``eta`` is the adaptive-scaling coefficient the optimiser applies to this layer's filter
-    gradient (None disables it for this layer); ``filter_grad``/``input_grad`` choose the
+    gradient (None disables it for this layer; reassigning ``eta`` or ``adder`` later takes
+    effect at the next optimiser step); ``filter_grad``/``input_grad`` choose the
     substituted gradients (see :func:`addercore.ops.adder2d_backward`).
     """
 
@@ -90,13 +93,36 @@ class Adder2d(Module):
         if input_grad is None:
             input_grad = default_input_grad(norm)
         self.input_grad = choice(input_grad, "input_grad", INPUT_GRADS)
-        if eta is not None and not eta > 0:
-            raise ValueError(f"eta must be positive or None, got {eta!r}")
         self.eta = eta
         shape = (self.out_channels, self.in_channels) + self.kernel_size
         self.adder = Parameter(_rng(rng).standard_normal(shape).astype(dtype))
-        # The optimiser reads this to apply the adaptive per-layer learning rate.
-        self.adder.adaptive_eta = eta
+
+    # The layer owns eta; the optimiser reads it from the filter Parameter's ``adaptive_eta``,
+    # which these two setters keep equal to it whatever the user assigns, so the optimiser
+    # never needs to know the layer.
+    @property
+    def eta(self):
+        """η of the adaptive per-layer scaling of this layer's filter gradient (spec §2), or
+        None to train the filters with plain SGD. May be reassigned at any time."""
+        return self._eta
+
+    @eta.setter
+    def eta(self, value):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                  or not 0 < value < math.inf):
+            raise ValueError(f"eta must be a positive number or None, got {value!r}")
+        object.__setattr__(self, "_eta", value)
+        self._tag_filter()
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name == "adder":  # a new filter Parameter gets the layer's scaling
+            self._tag_filter()
+
+    def _tag_filter(self):
+        adder = self.__dict__.get("adder")
+        if isinstance(adder, Parameter):
+            adder.adaptive_eta = self.__dict__.get("_eta")
 
     def _check_input(self, x):
         _check_input_array(self, x, 4, "(N, C, H, W)", self.in_channels)
@@ -179,8 +205,30 @@ class BatchNorm2d(Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
+_warned_relu_after_adder = False
+# ops whose output is <= 0 wherever their input is (looked through for the warning below)
+_SIGN_KEEPING_OPS = ("max_pool2d", "avg_pool2d", "reshape")
+
+
 class ReLU(Module):
+    """``max(x, 0)``.
+
+    Warns once per process (UserWarning) when, in training, its input is an adder layer's
+    output (possibly pooled): that output is ``-distance <= 0``, so ReLU gives 0 everywhere
+    and the network trains at chance; AdderNets put BatchNorm between the two (spec §3)."""
+
     def forward(self, x):
+        global _warned_relu_after_adder
+        # ops are recorded only with a graph (training): free to test, silent in inference.
+        source = x
+        while source._op in _SIGN_KEEPING_OPS:
+            source = source._parents[0]
+        if source._op == "adder2d" and not _warned_relu_after_adder:
+            _warned_relu_after_adder = True
+            warnings.warn(
+                "ReLU applied directly to an adder layer's output: adder outputs are <= 0 "
+                "(minus a distance), so ReLU makes them 0 everywhere and the network trains at "
+                "chance. Put a BatchNorm2d between the adder layer and the ReLU.", stacklevel=2)
         return F.relu(x)
 
 
