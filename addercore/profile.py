@@ -170,7 +170,7 @@ def count_ops(model, input_shape):
         return stub
 
     for name, module in model.named_modules():
-        if module is model or module._modules:
+        if module is model or next(module.children(), None) is not None:
             continue
         shape_fn = _shape_fn(module)
         if shape_fn is not None:
