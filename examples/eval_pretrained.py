@@ -3,6 +3,9 @@
     python examples/eval_pretrained.py ../shared/data/pretrained/ResNet20-AdderNet.pth \\
         --data-dir ../shared/data/cifar-10-batches-py [--limit N] [--batch-size 100]
 
+Without ``--data-dir`` the CIFAR-10 test set is looked for in ``$ADDERCORE_DATA``, then
+``~/.cache/addercore``, then downloaded into the cache (``--no-download`` forbids that).
+
 No PyTorch: :func:`addercore.io.load_torch_checkpoint` reads the (legacy-format) file, the
 DataParallel prefix ``module.`` is stripped, and the state dict loads strictly into
 ``addercore.models.resnet20(10, kind="adder")``. Images are normalised with the authors'
@@ -12,45 +15,68 @@ constants (``addercore.data.transforms.CIFAR10_MEAN/STD``); the model runs in ev
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 import addercore
+from addercore import _cli
 from addercore import io as aio
 from addercore.data.cifar import load_cifar10
 from addercore.data.transforms import CIFAR10_MEAN, CIFAR10_STD, normalize
 from addercore.models import resnet20
 
 
-def _progress(done, total, t0, correct1, stream):
+def _progress_text(done, total, t0, correct1):
     width = 30
     filled = int(width * done / max(total, 1))
     elapsed = time.perf_counter() - t0
     rate = done / elapsed if elapsed > 0 else 0.0
-    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done:5d}/{total} "
-                 f"{rate:7.1f} img/s  top-1 {100.0 * correct1 / max(done, 1):6.2f}%")
-    stream.flush()
+    return (f"[{'#' * filled}{'.' * (width - filled)}] {done:5d}/{total} "
+            f"{rate:7.1f} img/s  top-1 {100.0 * correct1 / max(done, 1):6.2f}%")
 
 
-def evaluate(checkpoint, data_dir, limit=None, batch_size=100, dtype=np.float32,
-             progress=sys.stderr):
+def load_checkpoint(path):
+    """The authors' state dict from a PyTorch file, ``module.`` prefix stripped.
+
+    Raises FileNotFoundError for a missing file and ValueError (one line, saying what to do)
+    for anything that is not a PyTorch checkpoint, e.g. addercore's own ``.npz``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found" if not path.exists()
+                                else f"checkpoint {path} is not a file")
+    if path.suffix == ".npz":
+        raise ValueError(f"{path} is an addercore .npz checkpoint, not a PyTorch .pth file: "
+                         f"evaluate it with: python examples/train_cifar.py --eval-only {path} "
+                         f"(plus the --model/--kind it was trained with)")
+    return aio.strip_prefix(aio.load_torch_checkpoint(path), "module.")
+
+
+def evaluate(checkpoint, data_dir=None, limit=None, batch_size=100, dtype=np.float32,
+             progress=sys.stderr, download=True):
     """Top-1/top-5 of the checkpoint on the first ``limit`` (default all) CIFAR-10 test images.
 
+    ``data_dir``/``download`` as :func:`addercore.data.load_cifar10` (``None``: the usual
+    search, then a download into the cache). ``progress``: a stream for the progress line
+    (redrawn on a terminal, one line per 10% otherwise) or None.
     Returns a dict: images, top1, top5 (percent), seconds, images_per_s, backend, threads.
+    Raises ValueError for ``batch_size``/``limit`` < 1 or a file that is not the checkpoint,
+    FileNotFoundError (``DataNotFoundError``) for a missing checkpoint or data set.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    state = aio.strip_prefix(aio.load_torch_checkpoint(checkpoint), "module.")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    state = load_checkpoint(checkpoint)
     model = resnet20(10, kind="adder", dtype=dtype)
     model.load_state_dict(state, strict=True)
     model.eval()
-    images, labels = load_cifar10(data_dir, train=False, download=False, progress=False)
+    images, labels = load_cifar10(data_dir, train=False, download=download, progress=True)
     if limit is not None:
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
         images, labels = images[:limit], labels[:limit]
     total = len(labels)
     correct1 = correct5 = 0
+    bar = _cli.Progress(total, progress) if progress is not None else None
     t0 = time.perf_counter()
     with addercore.no_grad():
         for start in range(0, total, batch_size):
@@ -60,35 +86,59 @@ def evaluate(checkpoint, data_dir, limit=None, batch_size=100, dtype=np.float32,
             top5 = np.argsort(-logits, axis=1, kind="stable")[:, :5]
             correct1 += int(np.sum(top5[:, 0] == y))
             correct5 += int(np.sum(np.any(top5 == y[:, None], axis=1)))
-            if progress is not None:
-                _progress(min(start + batch_size, total), total, t0, correct1, progress)
+            if bar is not None:
+                done = min(start + batch_size, total)
+                bar.update(done, _progress_text(done, total, t0, correct1))
     seconds = time.perf_counter() - t0
-    if progress is not None:
-        progress.write("\n")
+    if bar is not None:
+        bar.close()
     return {"images": total, "top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total,
             "seconds": seconds, "images_per_s": total / seconds, "backend": addercore.backend(),
             "threads": addercore.get_num_threads()}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Exit status: 0 done, 2 usage or input error (bad option, missing or wrong "
+               "file, data not found), 130 interrupted.")
     parser.add_argument("checkpoint", help="PyTorch checkpoint (e.g. ResNet20-AdderNet.pth)")
-    parser.add_argument("--data-dir", required=True,
-                        help="CIFAR-10: cifar-10-batches-py folder, its parent, or the tar.gz")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N test images")
-    parser.add_argument("--batch-size", type=int, default=100)
+    _cli.add_data_args(parser)
+    parser.add_argument("--limit", type=_cli.positive_int, default=None, metavar="N",
+                        help="only the first N test images (default: all 10,000)")
+    parser.add_argument("--batch-size", type=_cli.positive_int, default=100, metavar="N",
+                        help="images per forward pass (default: 100)")
     parser.add_argument("--float64", action="store_true", help="run in float64")
-    parser.add_argument("--threads", type=int, default=None, help="kernel/BLAS threads")
-    args = parser.parse_args(argv)
+    parser.add_argument("--threads", type=_cli.positive_int, default=None,
+                        help="kernel/BLAS threads (default: all usable cores)")
+    return parser
+
+
+def run(argv=None):
+    """Parse ``argv``, evaluate, print the result line; return the result dict (errors raise)."""
+    args = build_parser().parse_args(argv)
     if args.threads is not None:
         addercore.set_num_threads(args.threads)
     r = evaluate(args.checkpoint, args.data_dir, args.limit, args.batch_size,
-                 np.float64 if args.float64 else np.float32)
+                 np.float64 if args.float64 else np.float32, download=_cli.download_mode(args))
     print(f"images: {r['images']}  top-1: {r['top1']:.2f}%  top-5: {r['top5']:.2f}%  "
           f"time: {r['seconds']:.1f} s  ({r['images_per_s']:.1f} images/s, "
           f"{r['backend']} backend, {r['threads']} threads)")
     return r
 
 
+def main(argv=None):
+    """Command-line entry point; returns the exit status (see ``--help``)."""
+    try:
+        run(argv)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as e:  # input errors: one line
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        return _cli.fail(msg)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return _cli.fail("interrupted", _cli.EXIT_SIGINT)
+    return _cli.EXIT_OK
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -24,3 +24,25 @@ def shared_data_path(*parts):
 def shared_data():
     """The :func:`shared_data_path` function, as a fixture."""
     return shared_data_path
+
+
+# The default run stays fast: tests marked ``slow`` (minutes each) run only when asked for,
+# with ``-m slow`` (or any other ``-m`` expression) or under CI=true, where CI runs them all.
+_SLOW_LEFT_OUT = []
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("markexpr") or os.environ.get("CI") == "true":
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+        config.hook.pytest_deselected(items=slow)
+        _SLOW_LEFT_OUT[:] = slow
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SLOW_LEFT_OUT:
+        terminalreporter.write_line(
+            f"{len(_SLOW_LEFT_OUT)} slow test(s) left out of the default run; run them with "
+            f"`python -m pytest -m slow` (CI=true runs everything)")

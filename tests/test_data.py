@@ -17,6 +17,7 @@ from addercore.data import (
     load_mnist, normalize, random_crop_flip, read_idx,
 )
 from addercore.data.cifar import CIFAR_SPECS
+from addercore.data.download import download_url as download_url_real
 from addercore.safe_pickle import RefusedGlobalError
 
 
@@ -240,11 +241,153 @@ def test_download_md5_mismatch_and_offline(tmp_path, isolated_home, monkeypatch)
     monkeypatch.setitem(CIFAR_SPECS["cifar10"], "url", (tmp_path / "missing.tar.gz").as_uri())
     with pytest.raises(DataNotFoundError, match="Download from .* failed"):
         load_cifar10(train=False)
-    # an explicit root is where the download goes
+    # an explicit root is where the download goes, when asked for (download="root")
     monkeypatch.setitem(CIFAR_SPECS["cifar10"], "url", archive.as_uri())
     monkeypatch.setitem(CIFAR_SPECS["cifar10"], "md5", hashlib.md5(archive.read_bytes()).hexdigest())
-    load_cifar10(tmp_path / "myroot", train=False, progress=False)
+    load_cifar10(tmp_path / "myroot", train=False, progress=False, download="root")
     assert (tmp_path / "myroot" / "cifar-10-python.tar.gz").is_file()
+
+
+# ------------------------------------------------------------------------------------------
+# An explicit root that does not hold the data: reported, never downloaded or written into
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def no_download(monkeypatch):
+    """Replace the downloader: any call is recorded and fails the test."""
+    import addercore.data.cifar as cifar_module
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise AssertionError(f"download attempted: {args}")
+
+    monkeypatch.setattr(cifar_module, "download_url", refuse)
+    return calls
+
+
+def _tree(root):
+    """Every path under ``root`` with its size and mtime: a snapshot to prove nothing changed."""
+    return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+def _cifar10_folder(parent, names=None, n=3):
+    folder = parent / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for i, name in enumerate(names or [f"data_batch_{j}" for j in range(1, 6)] + ["test_batch"]):
+        (folder / name).write_bytes(_batch_bytes(n, i)[0])
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a"] * 10}, protocol=2))
+    return folder
+
+
+def test_absent_root_is_an_error_naming_it_not_a_download(tmp_path, isolated_home, no_download):
+    (tmp_path / "cifar-data").mkdir()
+    typo = tmp_path / "cifar-dtaa"
+    for download, how in ((True, "add --download"), (False, "Download is disabled")):
+        with pytest.raises(DataNotFoundError) as e:
+            load_cifar10(typo, train=True, download=download)
+        msg = str(e.value)
+        assert f"{typo} does not exist" in msg and "not found" in msg and how in msg
+        assert f"Did you mean {tmp_path / 'cifar-data'}?" in msg
+    assert not typo.exists() and no_download == []
+    assert not (isolated_home / ".cache").exists()  # nor silently into the cache instead
+
+
+def test_absent_root_next_to_the_archive_names_it(tmp_path, no_download):
+    archive, _ = _cifar10_archive(tmp_path)
+    with pytest.raises(DataNotFoundError, match=f"Did you mean {archive}"):
+        load_cifar10(tmp_path / "cifar-10-python", train=False)
+    assert no_download == []
+
+
+def test_cifar100_folder_given_for_cifar10(tmp_path, no_download):
+    folder = tmp_path / "c100" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    keys = (("fine_labels", 100), ("coarse_labels", 20))
+    for name in ("train", "test"):
+        (folder / name).write_bytes(_batch_bytes(4, 0, keys)[0])
+    (folder / "meta").write_bytes(b"")
+    before = _tree(tmp_path)
+    for root in (tmp_path / "c100", folder):
+        for download in (True, False, "root"):  # even an explicit download request is refused
+            with pytest.raises(DataNotFoundError) as e:
+                load_cifar10(root, train=True, download=download)
+            msg = str(e.value)
+            assert "CIFAR-100" in msg and "--dataset cifar100" in msg and "left untouched" in msg
+    assert _tree(tmp_path) == before and no_download == []
+    x, _ = load_cifar100(tmp_path / "c100", train=False, download=False)  # the hint is right
+    assert x.shape == (4, 3, 32, 32)
+
+
+def test_cifar10_archive_given_for_cifar100(tmp_path, no_download):
+    archive, _ = _cifar10_archive(tmp_path)
+    with pytest.raises(ValueError, match="is the CIFAR-10 archive.*--dataset cifar10"):
+        load_cifar100(archive, download="root")
+    assert no_download == []
+
+
+def test_batch_file_given_for_its_folder(tmp_path, no_download):
+    folder = _cifar10_folder(tmp_path)
+    with pytest.raises(ValueError, match=f"one batch file: use --data-dir {folder} "):
+        load_cifar10(folder / "test_batch", train=False)
+
+
+def test_incomplete_folder_lists_the_missing_batches(tmp_path, no_download):
+    names = ["data_batch_1", "data_batch_2", "data_batch_4", "data_batch_5", "test_batch"]
+    folder = _cifar10_folder(tmp_path / "data", names)
+    before = _tree(tmp_path)
+    for root in (tmp_path / "data", folder):
+        for download in (True, False, "root"):
+            with pytest.raises(DataNotFoundError) as e:
+                load_cifar10(root, train=True, download=download)
+            msg = str(e.value)
+            assert f"{folder} holds an incomplete CIFAR-10: missing data_batch_3 (has " in msg
+            assert "left untouched" in msg
+    assert _tree(tmp_path) == before and no_download == []
+    x, _ = load_cifar10(tmp_path / "data", train=False)  # the split that is there still loads
+    assert x.shape == (3, 3, 32, 32)
+
+
+def test_parent_of_the_data_names_the_right_path(tmp_path, no_download):
+    folder = _cifar10_folder(tmp_path / "datasets" / "cifar")
+    before = _tree(tmp_path)
+    with pytest.raises(DataNotFoundError) as e:
+        load_cifar10(tmp_path, train=False, download="root")
+    assert f"use --data-dir {folder}." in str(e.value)
+    assert _tree(tmp_path) == before and no_download == []
+    load_cifar10(folder, train=False)  # the suggested path works
+
+
+def test_unrelated_directory_is_reported_and_downloaded_into_only_when_asked(
+        tmp_path, isolated_home, monkeypatch):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("hi")
+    before = _tree(tmp_path)
+    import addercore.data.cifar as cifar_module
+    calls = []
+    monkeypatch.setattr(cifar_module, "download_url", lambda *a, **k: calls.append(a) or 1 / 0)
+    with pytest.raises(DataNotFoundError) as e:
+        load_cifar10(mine, train=False)  # download=True: the cache only, not an explicit root
+    msg = str(e.value)
+    assert f"{mine} holds no CIFAR-10" in msg and "cifar-10-batches-py" in msg
+    assert "add --download" in msg and "download='root'" in msg
+    assert calls == [] and _tree(tmp_path) == before
+    # asked for: the archive goes into that directory, md5-checked (file:// URL, no network)
+    src = tmp_path / "server"
+    src.mkdir()
+    archive, want = _cifar10_archive(src, n=2)
+    monkeypatch.setattr(cifar_module, "download_url", download_url_real)
+    monkeypatch.setitem(CIFAR_SPECS["cifar10"], "url", archive.as_uri())
+    monkeypatch.setitem(CIFAR_SPECS["cifar10"], "md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    _, y = load_cifar10(mine, train=False, download="root", progress=False)
+    np.testing.assert_array_equal(y, want["test_batch"][b"labels"])
+    assert sorted(p.name for p in mine.iterdir()) == ["cifar-10-python.tar.gz", "notes.txt"]
+
+
+def test_download_argument_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="download: expected True, False or 'root', got 'yes'"):
+        load_cifar10(tmp_path, download="yes")
 
 
 # ------------------------------------------------------------------------------------------

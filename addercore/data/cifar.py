@@ -5,6 +5,7 @@ directory containing it, the ``.tar.gz`` archive, or a directory containing the 
 archive is read member by member in memory (nothing is extracted to disk). Batches are pickles;
 they are read with addercore's restricted unpickler (numpy arrays only, no code execution).
 """
+import difflib
 import io
 import os
 import tarfile
@@ -166,24 +167,161 @@ def _not_found(spec, tried, root, reason):
     )
 
 
+# ------------------------------------------------------------------------------------------
+# An explicit root that does not hold the data: say what is wrong, never write into it
+# ------------------------------------------------------------------------------------------
+
+def _other(key):
+    return "cifar100" if key == "cifar10" else "cifar10"
+
+
+def _all_names(spec):
+    return spec["train"] + spec["test"]
+
+
+def _batches_in(folder, spec, need_marker):
+    """The data set's batch files directly in ``folder``. CIFAR-100's are called "train" and
+    "test", so outside its own folder they count only next to its "meta" file."""
+    if need_marker and spec["folder"] == CIFAR_SPECS["cifar100"]["folder"] \
+            and not (folder / "meta").is_file():
+        return []
+    return [n for n in _all_names(spec) if (folder / n).is_file()]
+
+
+def _holds(folder, spec):
+    """The path through which ``folder`` holds the complete data set ``spec``, else None."""
+    if (folder / spec["archive"]).is_file():
+        return folder / spec["archive"]
+    for cand in (folder, folder / spec["folder"]):
+        if all((cand / n).is_file() for n in _all_names(spec)):
+            return cand
+    return None
+
+
+def _below(spec, root, depth=2, fanout=200):
+    """The complete data set up to ``depth`` directory levels below ``root`` (first 3 hits)."""
+    found, level = [], [root]
+    for _ in range(depth):
+        deeper = []
+        for d in level:
+            try:  # a hint only: bounded, and unreadable directories are skipped
+                subdirs = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+            except OSError:
+                continue
+            for sub in subdirs[:fanout]:
+                hit = _holds(sub, spec)
+                if hit is not None and hit not in found and hit.parent not in found:
+                    found.append(hit)
+            deeper.extend(subdirs[:fanout])
+        level = deeper
+    return found[:3]
+
+
+def _diagnose(key, root):
+    """Why the explicit ``root`` does not hold data set ``key``: ``(reason, cifar_like)``.
+
+    ``cifar_like`` is true when ``root`` holds something CIFAR-shaped (an incomplete batches
+    folder, the other CIFAR data set, the data further down): a download into such a
+    directory would hide the mistake, so it is refused even when asked for."""
+    spec, other = CIFAR_SPECS[key], CIFAR_SPECS[_other(key)]
+    title, use_other = spec["title"], f"--dataset {_other(key)}"
+    if not root.exists():
+        reason, hints = f"{root} does not exist.", []
+        parent = root.parent
+        if parent.is_dir():
+            hints = [str(c) for c in (parent / spec["folder"], parent / spec["archive"]) if c.exists()]
+            if not hints:
+                try:
+                    names = [p.name for p in parent.iterdir()]
+                except OSError:
+                    names = []
+                hints = [str(parent / n) for n in difflib.get_close_matches(root.name, names, n=2)]
+        if hints:
+            reason += f" Did you mean {' or '.join(hints)}?"
+        return reason, False
+    if root.is_file():
+        if root.name == other["archive"]:
+            return f"{root} is the {other['title']} archive: for {other['title']} use {use_other}.", True
+        if root.name in _all_names(spec) or root.name == "batches.meta":
+            return (f"{root} is one batch file: use --data-dir {root.parent} (its folder).", True)
+        return None, True  # any other file is read as an archive and reported by the reader
+    for folder, need_marker in ((root, True), (root / spec["folder"], False)):
+        have = _batches_in(folder, spec, need_marker)
+        missing = [n for n in _all_names(spec) if n not in have]
+        if have and missing:
+            return (f"{folder} holds an incomplete {title}: missing {', '.join(missing)} (has "
+                    f"{', '.join(have)}). Restore the missing files or point --data-dir to a "
+                    f"complete copy or to the official {spec['archive']}."), True
+    hit = _holds(root, other)
+    if hit is not None:
+        return (f"{root} holds {other['title']} ({hit}), not {title}: for {other['title']} use "
+                f"{use_other}."), True
+    below = _below(spec, root)
+    if below:
+        return (f"{root} does not hold {title} itself, but {' and '.join(map(str, below))} "
+                f"does: use --data-dir {below[0]}."), True
+    below = _below(other, root)
+    if below:
+        return (f"{root} holds no {title}, but {below[0]} is {other['title']}: for "
+                f"{other['title']} use {use_other} --data-dir {below[0]}."), True
+    return (f"{root} holds no {title}: expected the '{spec['folder']}' folder "
+            f"({', '.join(_all_names(spec))}) or '{spec['archive']}' in it, or to be that "
+            f"folder."), False
+
+
+def _fetch(spec, dest_dir, tried, root, progress):
+    try:
+        return download_url(spec["url"], dest_dir / spec["archive"], md5=spec["md5"],
+                            progress=progress)
+    except Exception as e:  # URLError, DownloadError (md5), HTTP/protocol errors, disk errors
+        raise _not_found(spec, tried, root, f"Download from {spec['url']} failed: {e}") from None
+
+
+def _locate(key, names, root, download, progress):
+    """Where to read ``names`` of data set ``key`` from: ``('dir' | 'tar', path)``.
+
+    The download decision: with ``root=None``, into the cache directory when ``download`` is
+    true; with an explicit ``root``, only when ``download == "root"`` and the root is absent or
+    holds nothing CIFAR-like. An explicit root that exists but holds the wrong thing is
+    reported (:class:`DataNotFoundError`) and never written into."""
+    spec = CIFAR_SPECS[key]
+    if download not in (True, False, "root"):
+        raise ValueError(f"download: expected True, False or 'root', got {download!r}")
+    if root is not None:
+        path = Path(os.fspath(root)).expanduser()
+        if path.is_file():
+            reason, _ = _diagnose(key, path)
+            if reason is not None:  # a file that is certainly not this data set's archive
+                raise ValueError(f"{spec['title']} data: {reason}")
+    loc, tried = _find(spec, names, root)
+    if loc is not None:
+        return loc
+    if root is None:
+        if not download:
+            raise _not_found(spec, tried, root, "Download is disabled (download=False / --no-download).")
+        return ("tar", _fetch(spec, default_cache_dir(), tried, root, progress))
+    reason, cifar_like = _diagnose(key, path)
+    if download == "root" and not cifar_like:
+        return ("tar", _fetch(spec, path, tried, root, progress))
+    if cifar_like:
+        tail = f"Nothing was downloaded; {path} is left untouched."
+    elif not download:
+        tail = "Download is disabled (download=False / --no-download)."
+    else:
+        tail = (f"Nothing was downloaded. To download {spec['title']} ({spec['archive']}, "
+                f"md5-checked) into {path}, add --download (API: download='root'); without "
+                f"--data-dir the data is looked for in $ADDERCORE_DATA and {default_cache_dir()} "
+                f"and downloaded into the latter.")
+    raise DataNotFoundError(f"{spec['title']} data not found: {reason}\n{tail}")
+
+
 def _load(key, root, train, download, labels="fine", progress=True):
     spec = CIFAR_SPECS[key]
     if labels not in spec["labels"]:
         raise ValueError(f"labels: expected one of {sorted(spec['labels'])}, got {labels!r}")
     label_key, num_classes = spec["labels"][labels]
     names = spec["train"] if train else spec["test"]
-    loc, tried = _find(spec, names, root)
-    if loc is None:
-        if not download:
-            raise _not_found(spec, tried, root, "Download is disabled (download=False / --no-download).")
-        dest_dir = Path(os.fspath(root)).expanduser() if root is not None else default_cache_dir()
-        try:
-            archive = download_url(spec["url"], dest_dir / spec["archive"], md5=spec["md5"],
-                                   progress=progress)
-        except Exception as e:  # URLError, DownloadError (md5), HTTP/protocol errors, disk errors
-            raise _not_found(spec, tried, root, f"Download from {spec['url']} failed: {e}") from None
-        loc = ("tar", archive)
-    kind, path = loc
+    kind, path = _locate(key, names, root, download, progress)
     if kind == "dir":
         parts = _read_dir(path, names, label_key, num_classes)
     else:
@@ -196,11 +334,19 @@ def _load(key, root, train, download, labels="fine", progress=True):
 def load_cifar10(root=None, train=True, download=True, progress=True):
     """CIFAR-10 → ``(images uint8 (N, 3, 32, 32), labels int64 (N,))``; N = 50000 or 10000.
 
-    root: folder, parent folder, archive, or directory holding the archive; ``None`` searches
-    ``$ADDERCORE_DATA`` then ``~/.cache/addercore``. If nothing is found and ``download`` is
-    true, the official archive is downloaded (md5-checked) into ``root`` or the cache.
-    Raises :class:`DataNotFoundError` (a ``FileNotFoundError``) when the data is unavailable
-    and ``ValueError`` naming the file for truncated/corrupt batches or a wrong archive.
+    root: the extracted folder, its parent, the archive, or a directory holding the archive;
+    ``None`` searches ``$ADDERCORE_DATA`` then ``~/.cache/addercore``.
+    download: what to do when the data is not found. ``True`` (default): download the official
+    archive (md5-checked) into ``~/.cache/addercore``, but only when ``root`` is ``None``; an
+    explicit ``root`` is never downloaded into (a mistyped path must not start a 170 MB
+    download). ``"root"``: download into the explicit ``root`` (created if absent), unless it
+    holds something CIFAR-like (an incomplete folder, the other CIFAR data set), which is
+    reported instead. ``False``: never download.
+    Raises :class:`DataNotFoundError` (a ``FileNotFoundError``) when the data is unavailable;
+    for an explicit ``root`` its message says what is wrong there (absent, which batch files
+    are missing, CIFAR-100 given for CIFAR-10 -> ``--dataset``, the data one level further
+    down -> the path to use). ``ValueError`` names the file for truncated/corrupt batches, a
+    wrong archive or a bad ``download`` value.
     """
     return _load("cifar10", root, train, download, progress=progress)
 

@@ -1,7 +1,9 @@
 """Data location and download: cache directory, md5-checked archive download with progress.
 
 Search order for a data set when no root is given: ``$ADDERCORE_DATA``, then the cache
-directory ``~/.cache/addercore``, then (if allowed) a download into the cache directory.
+directory ``~/.cache/addercore``, then (if allowed) a download into the cache directory. An
+explicit root is only searched; it is downloaded into only when the caller asks for that
+(``download="root"``, the scripts' ``--download``): see :mod:`addercore.data.cifar`.
 Only the downloaded archive is md5-checked (against the published sum): extracted batch files
 re-made from other sources are legitimate and differ byte-wise.
 """
