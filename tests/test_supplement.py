@@ -163,3 +163,53 @@ def test_filter_grad_sign_changes_the_filter_gradient_in_build_model():
     cos = np.sum(g_sign * g_full) / (np.linalg.norm(g_sign) * np.linalg.norm(g_full))
     assert cos < 0.99
     assert np.abs(g_sign - g_full).max() > 0.1 * np.abs(g_full).max()
+
+
+# --------------------------------------------------------------------------------------------
+# docs/results/make_supplement.py with runs in progress
+# --------------------------------------------------------------------------------------------
+def _load_make_supplement():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "docs" / "results" / "make_supplement.py"
+    spec = importlib.util.spec_from_file_location("make_supplement", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_make_supplement_table_marks_unfinished_runs(tmp_path, monkeypatch):
+    import json
+    ms = _load_make_supplement()
+    # count_ops itself is tested in test_profile.py; here only the table logic
+    monkeypatch.setattr(ms, "body_ops", lambda kind, norm: ((0, 2), (0, 4), (1, 4)))
+
+    def write(folder, accs, epochs=10, partial_line=False):
+        d = tmp_path / folder
+        d.mkdir()
+        (d / "command.sh").write_text(f"python examples/train_cifar.py --epochs {epochs} --out x\n")
+        lines = [json.dumps({"epoch": e + 1, "test_acc": a, "train_acc": a + 0.01})
+                 for e, a in enumerate(accs)]
+        text = "\n".join(lines) + "\n" + ('{"epoch": 9, "test_a' if partial_line else "")
+        (d / "metrics.jsonl").write_text(text)
+    write("resnet20_cnn_cifar10", [0.5, 0.7, 0.6], epochs=3)
+    write("resnet20_adder_l2_cifar10", [0.2, 0.4], partial_line=True)  # being written
+    write("resnet20_adder_cifar10", [0.1] * 10)
+    # the sign run has not finished an epoch: no metrics.jsonl yet
+    (tmp_path / "resnet20_adder_sign_cifar10").mkdir()
+    runs = ms.collect(tmp_path)
+    assert [r["done"] for r in runs] == [3, 2, 10, 0]
+    assert [r["finished"] for r in runs] == [True, False, True, False]
+    lines = ms.table(runs).splitlines()
+    assert len(lines) == 6 and "BN re-estimation" not in lines[0]
+    assert lines[2].split(" | ")[1:2] == ["3/3"]
+    assert "60.00% | 70.00% (2) | 61.00%" in lines[2]          # final, best (epoch), train
+    assert "**2/10, run in progress**" in lines[3] and "40.00% | 40.00% (2) | 41.00%" in lines[3]
+    assert "**0/10, run in progress**" in lines[5] and lines[5].endswith("– | – | – |")
+    # a BN re-estimation result adds the column
+    (tmp_path / "resnet20_adder_cifar10" / "bn_reestimated.json").write_text('{"test_acc": 0.25}')
+    lines = ms.table(ms.collect(tmp_path)).splitlines()
+    assert "BN re-estimation" in lines[0] and lines[4].endswith("| 25.00% |")
+    assert lines[2].endswith("| – |")
+    if ms.figure(runs, tmp_path / "curves.png"):
+        assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
