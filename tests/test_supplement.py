@@ -213,3 +213,46 @@ def test_make_supplement_table_marks_unfinished_runs(tmp_path, monkeypatch):
     assert lines[2].endswith("| – |")
     if ms.figure(runs, tmp_path / "curves.png"):
         assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------------------------
+# examples/propositions.py (Propositions 1-2 in n dimensions)
+# --------------------------------------------------------------------------------------------
+def test_propositions_example_in_many_dimensions(tmp_path):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "examples" / "propositions.py"
+    spec = importlib.util.spec_from_file_location("propositions", path)
+    prop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prop)
+    lr, steps, n = 0.3, 40, 1000
+    x = np.random.default_rng(5).standard_normal((1, n, 1, 1))   # the x minimise() draws
+    d0 = np.abs(x).sum()
+    full = prop.minimise(n, "full", lr, steps, seed=5)
+    sign = prop.minimise(n, "sign", lr, steps, seed=5)
+    assert full[0] == sign[0] == d0
+    # full precision: every coordinate's distance shrinks by (1 - lr) per step (exactly, up to
+    # the rounding of f near x: absolute error ~ε·|x|, so relative error grows as it shrinks)
+    np.testing.assert_allclose(full, d0 * (1 - lr) ** np.arange(steps + 1), rtol=1e-9)
+    # sign: once every |x_k| has been walked off (max |x_k| < 4 -> 14 steps), each coordinate
+    # alternates between a_k and lr - a_k: the total distance per dimension stays in (0, lr)
+    # and two steps apart it repeats exactly (period 2, no convergence)
+    assert np.abs(x).max() < 14 * lr
+    tail = sign[15:] / n
+    assert np.all((tail > 0.05) & (tail < lr))
+    np.testing.assert_allclose(sign[17:], sign[15:-2], rtol=1e-12)
+    assert sign[-1] > 1e5 * full[-1]  # 0.7^40 = 6e-7
+    # the CSV has one row per gradient, n and iteration, and round-trips the distances
+    res = prop.run([1, 10], lr, 5, seed=0)
+    rows = prop.to_csv(res).splitlines()
+    assert rows[0] == "gradient,n,iteration,distance,mean_distance" and len(rows) == 1 + 2 * 2 * 6
+    g, nn_, t, dist, mean = rows[-1].split(",")
+    assert (g, int(nn_), int(t)) == ("full", 10, 5)
+    assert float(dist) == res[("full", 10)][5] and float(mean) == res[("full", 10)][5] / 10
+    # refuses to replace existing outputs without --force
+    (tmp_path / "propositions.csv").write_text("mine")
+    with pytest.raises(SystemExit):
+        prop.main(["--out-dir", str(tmp_path), "--steps", "3", "--dims", "1"])
+    assert (tmp_path / "propositions.csv").read_text() == "mine"
+    assert prop.main(["--out-dir", str(tmp_path), "--steps", "3", "--dims", "1", "--force"]) == 0
+    assert (tmp_path / "propositions.csv").read_text().count("\n") == 1 + 2 * 4
