@@ -129,7 +129,8 @@ def _layer_grad(filter_grad, layer="layer2.0.conv1"):
     model.train()
     loss = F.cross_entropy(model(x), labels)
     loss.backward()
-    return mod.adder.grad.copy(), seen["x"], seen["g"], mod.adder.data, mod.stride, mod.padding, model
+    return (mod.adder.grad.copy(), seen["x"], seen["g"], mod.adder.data, mod.stride,
+            mod.padding, model)
 
 
 def _filter_grad_reference(x, w, g, stride, padding, sign):

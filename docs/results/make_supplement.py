@@ -18,8 +18,8 @@ re-estimation" only when some run folder holds ``bn_reestimated.json`` (``{"test
 ``command.sh``, default 10) is reported with the epochs done so far and marked as such.
 
 Writes ``--figure`` (default ``table1_curves.png`` next to this script; replaced on every run, it
-is this script's output) with the test accuracy per epoch of every run (train accuracy dotted), unfinished runs drawn
-as far as they got (dashed, last point marked). Needs matplotlib for the figure only.
+is this script's output) with the test accuracy per epoch of every run (train accuracy
+dotted), unfinished runs drawn as far as they got (dashed, last point marked). Needs matplotlib for the figure only.
 """
 import argparse
 import io
@@ -130,7 +130,8 @@ def table(runs):
             done = f"{r['done']}/{r['planned']}"
         else:
             done = f"**{r['done']}/{r['planned']}, run in progress**"
-        cells = [r["label"], done, f"{_num(m20)} / {_num(a20)}", f"{_num(m18)} / {_num(a18)} ({_num(t18m)} / {_num(t18a)})",
+        cells = [r["label"], done, f"{_num(m20)} / {_num(a20)}",
+                 f"{_num(m18)} / {_num(a18)} ({_num(t18m)} / {_num(t18a)})",
                  r["supplement"]] + acc
         if with_bn:
             cells.append(f"{100 * r['bn']['test_acc']:.2f}%" if r["bn"] else "–")
