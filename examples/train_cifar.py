@@ -22,8 +22,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 from addercore.data import DataNotFoundError  # noqa: E402
-from addercore.train import (NonFiniteLossError, Trainer, TrainConfig,  # noqa: E402
+from addercore.train import (NonFiniteError, RunFolder, Trainer, TrainConfig,  # noqa: E402
                              TrainingInterrupted, build_model, evaluate, load_data, load_weights)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` only where it says something: not for None/False defaults, nor
+    where the help text already states the default."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def positive_int(text):
@@ -54,7 +64,7 @@ def build_parser():
                "test accuracy), metrics.jsonl / metrics.csv (one row per epoch), curves.png "
                "(with matplotlib), command.txt. Exit status: 0 done, 1 error or non-finite "
                "loss, 130/143 interrupted by SIGINT/SIGTERM (checkpoint saved).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=("cifar10", "cifar100"), default=d.dataset,
                    help="which data set to train and test on")
@@ -107,6 +117,13 @@ def build_parser():
     g.add_argument("--resume", action="store_true",
                    help="continue the run saved in DIR/checkpoint.npz exactly where it stopped "
                         "(the settings that change the numbers must be the same)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start a new run even though DIR holds one: its checkpoint, best "
+                        "weights, metrics, plot and command.txt are deleted first (without "
+                        "--resume or --overwrite, a folder holding a run is refused)")
+    g.add_argument("--ignore-memory-check", action="store_true",
+                   help="start even when the estimated memory of a training step exceeds the "
+                        "available memory")
     g.add_argument("--eval-only", metavar="CHECKPOINT", default=None,
                    help="only evaluate the weights in CHECKPOINT (checkpoint.npz, best.npz or "
                         "the authors' .pth) on the test set, and exit")
@@ -145,6 +162,25 @@ def eval_only(config, path):
     return 0
 
 
+def _plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def header(trainer):
+    """The run's first line: what trains on what, for how long, where."""
+    c = trainer.config
+    steps = len(trainer.loader)
+    if c.max_steps_per_epoch is not None:
+        steps = min(steps, c.max_steps_per_epoch)
+    return (f"{c.describe()} on {c.dataset}: {len(trainer.train_y)} train / "
+            f"{len(trainer.test_y)} test images, {_plural(c.epochs, 'epoch')} of "
+            f"{_plural(steps, 'step')} (batch {c.batch_size}), out {trainer.out}")
+
+
+def _os_error(e):
+    return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -152,28 +188,43 @@ def main(argv=None):
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    trainer = None
     try:
         if args.eval_only:
             return eval_only(config, args.eval_only)
-        trainer = Trainer(config, log_interval=args.log_interval)
-        trainer.out.mkdir(parents=True, exist_ok=True)
+        folder = RunFolder(config.out)
+        folder.check_path()
+        present = folder.existing_run()
+        if not (args.resume or args.overwrite) and present:  # say so before loading data
+            print(f"error: --out {config.out} already holds a run ({', '.join(present)}): add "
+                  "--resume to continue it, --overwrite to delete it and start over, or choose "
+                  "another --out", file=sys.stderr)
+            return 1
+        trainer = Trainer(config, log_interval=args.log_interval, overwrite=args.overwrite,
+                          check_memory=not args.ignore_memory_check)
+        trainer.log(header(trainer))
+        if args.resume:
+            trainer.resume()  # checks the checkpoint before creating or writing anything
+        else:
+            trainer.open_run()
         with open(trainer.out / "command.txt", "a") as f:
             f.write(shlex.join([sys.executable] + sys.argv) + "\n")
-        c = config
-        trainer.log(f"{c.model} {c.kind} ({c.norm}) on {c.dataset}: {len(trainer.train_y)} "
-                    f"train / {len(trainer.test_y)} test images, {c.epochs} epochs of "
-                    f"{len(trainer.loader)} steps (batch {c.batch_size}), out {trainer.out}")
-        if args.resume:
-            trainer.resume()
         summary = trainer.fit()
-    except DataNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (NonFiniteLossError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     except TrainingInterrupted as e:
         return 128 + int(e.signum)
+    except KeyboardInterrupt:  # a second Ctrl-C (or one before training started)
+        print("\naborted by Ctrl-C: nothing more was saved (the last checkpoint, if any, "
+              "stays; continue with --resume)", file=sys.stderr)
+        return 130
+    except (DataNotFoundError, NonFiniteError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {_os_error(e)}", file=sys.stderr)
+        return 1
+    finally:
+        if trainer is not None:
+            trainer.close()
     best = summary["best_test_acc"]
     print(f"done: {summary['epochs']} epochs, final test accuracy "
           f"{100 * summary['final_test_acc']:.2f}%, best {100 * best:.2f}% (epoch "
