@@ -11,7 +11,8 @@ CIFAR_MODELS = ("resnet20", "resnet32", "resnet56", "vgg_small")
 # a checkpoint was written compare as their defaults (TrainConfig()), so old checkpoints resume.
 RESUME_MUST_MATCH = ("dataset", "model", "kind", "norm", "filter_grad", "epochs", "batch_size",
                      "lr", "eta", "momentum", "weight_decay", "seed", "train_subset",
-                     "test_subset", "dtype", "augment", "test_batch_size", "max_steps_per_epoch")
+                     "test_subset", "dtype", "augment", "test_batch_size", "max_steps_per_epoch",
+                     "precise_bn")
 
 
 @dataclasses.dataclass
@@ -41,6 +42,8 @@ class TrainConfig:
     test_batch_size: int = 100
     skip_nonfinite: bool = False
     max_steps_per_epoch: int = None   # for smoke tests: cut each epoch short
+    precise_bn: int = 0               # >0: also evaluate with BatchNorm statistics re-estimated
+                                      # on this many training images (nn.recalibrate_batchnorm)
 
     def validate(self):
         """Raise ValueError/TypeError naming the first bad setting."""
@@ -80,6 +83,10 @@ class TrainConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
                 or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+        pb = self.precise_bn
+        if isinstance(pb, bool) or not isinstance(pb, (int, np.integer)) or pb < 0 or pb == 1:
+            # one image leaves the logits' BatchNorm (1x1 maps) no variance to estimate
+            raise ValueError(f"precise_bn must be 0 (off) or a number of images >= 2, got {pb!r}")
         return self
 
     def as_dict(self):

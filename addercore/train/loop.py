@@ -12,13 +12,15 @@ import numpy as np
 from .. import functional as F
 from .. import io as aio
 from ..data import BatchLoader
+from ..data.transforms import normalize
+from ..nn import recalibrate_batchnorm
 from ..optim import SGD, CosineAnnealingLR
 from ..threads import set_num_threads
 from .build import build_model, load_data
 from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, read_checkpoint, settings_diff,
                          with_prefix, without_prefix)
 from .evaluation import evaluate
-from .metrics import append_metrics, plot_curves, rewrite_metrics
+from .metrics import NO_PLOT_MESSAGE, append_metrics, plot_curves, rewrite_metrics
 from .memory import check_step_memory
 from .progress import Progress, fmt_time
 from .rundir import RunFolder
@@ -104,6 +106,7 @@ class Trainer:
         self.best_state = None         # weights (and buffers) of the best epoch
         self._started = False          # the run folder was checked and opened once
         self._good_epoch = None        # epoch of the checkpoint on disk when its state is finite
+        self._said_no_plot = False
         self.partial = None            # running sums of a partially trained epoch
         self.elapsed = 0.0             # training + eval seconds over all sessions
         self.progress = Progress(self.stream, log_interval)
@@ -203,8 +206,12 @@ class Trainer:
         return path
 
     def _best_meta(self):
-        return {"format": "addercore-weights", "epoch": self.best_epoch,
+        meta = {"format": "addercore-weights", "epoch": self.best_epoch,
                 "test_acc": self.best_acc, "config": self.config.as_dict()}
+        if self.config.precise_bn:
+            meta["batchnorm_statistics"] = (f"re-estimated on {self.config.precise_bn} training "
+                                            "images (precise BN)")
+        return meta
 
     def _write_best(self):
         """Write ``best.npz`` from :attr:`best_state` (after the checkpoint that records it)."""
@@ -275,9 +282,16 @@ class Trainer:
         self.log(f"resumed from {path} at {where} (global step {self.global_step})")
 
     def plot(self):
-        """Write ``curves.png`` when matplotlib is importable; returns the path or None."""
-        return plot_curves(self.out / "curves.png", self.history,
-                           f"{self.config.describe()} on {self.config.dataset}")
+        """Write ``curves.png`` when matplotlib is importable; returns the path or None (then
+        says once that no plot was written, and how to get one)."""
+        try:
+            return plot_curves(self.out / "curves.png", self.history,
+                               f"{self.config.describe()} on {self.config.dataset}")
+        except ImportError:
+            if not self._said_no_plot:
+                self._said_no_plot = True
+                self.log(NO_PLOT_MESSAGE)
+            return None
 
     # -- signals -----------------------------------------------------------------------------
     def _handler(self, signum, frame):
@@ -379,6 +393,33 @@ class Trainer:
                 return False  # mid-epoch; at the epoch's end, fit() evaluates and saves first
         return True
 
+    def precise_bn_batches(self):
+        """The batches BatchNorm statistics are re-estimated on: ``config.precise_bn`` training
+        images (a fixed random choice seeded by ``config.seed``, no augmentation, the same every
+        epoch), in batches of about ``batch_size`` images (sizes differ by one at most, so that
+        every batch's statistics carry the same weight as in training)."""
+        c = self.config
+        n = min(c.precise_bn, len(self.train_y))
+        choice = np.sort(np.random.default_rng([c.seed, 0x9BC]).permutation(
+            len(self.train_y))[:n])
+        for part in np.array_split(choice, -(-n // c.batch_size)):
+            yield normalize(self.train_x[part], dtype=self.dtype)
+
+    def evaluate_precise_bn(self):
+        """Test ``(loss, accuracy, state)`` with BatchNorm statistics re-estimated on
+        :meth:`precise_bn_batches` (``state``: that model's state dict); the training-time
+        running statistics are restored afterwards (the run continues bit for bit)."""
+        c = self.config
+        buffers = self._buffers()
+        try:
+            recalibrate_batchnorm(self.model, self.precise_bn_batches())
+            loss, acc = evaluate(self.model, self.test_x, self.test_y, c.test_batch_size,
+                                 self.dtype)
+            state = self.model.state_dict()
+        finally:
+            self.model.load_state_dict(buffers, strict=False)
+        return loss, acc, state
+
     def _eval_estimate(self):
         if self.history:
             return self.history[-1]["eval_time_s"]
@@ -410,6 +451,9 @@ class Trainer:
                 t_eval = time.monotonic()
                 test_loss, test_acc = evaluate(self.model, self.test_x, self.test_y,
                                                c.test_batch_size, self.dtype)
+                pbn_loss = pbn_acc = pbn_state = None
+                if c.precise_bn:
+                    pbn_loss, pbn_acc, pbn_state = self.evaluate_precise_bn()
                 eval_time = time.monotonic() - t_eval
                 self.elapsed += time.monotonic() - session_t0
                 row = {"epoch": epoch + 1, "lr": self.optimizer.lr,
@@ -422,16 +466,19 @@ class Trainer:
                                                    / max(p["time"], 1e-9), 2),
                        "eval_time_s": round(eval_time, 3),
                        "eval_images_per_s": round(len(self.test_y) / max(eval_time, 1e-9), 2),
-                       "elapsed_s": round(self.elapsed, 3)}
+                       "elapsed_s": round(self.elapsed, 3),
+                       "precise_bn_test_loss": pbn_loss, "precise_bn_test_acc": pbn_acc}
                 self.history.append(row)
                 self.partial = None
                 self.epoch = epoch + 1
                 self.scheduler.step()
-                improved = test_acc > self.best_acc
+                # with precise BN, the best epoch and best.npz are those of the re-estimated
+                # statistics (the model one would deploy), else of the running statistics
+                score = test_acc if pbn_acc is None else pbn_acc
+                improved = score > self.best_acc
                 if improved:
-                    self.best_acc, self.best_epoch = test_acc, epoch + 1
-                if improved:
-                    self.best_state = self.model.state_dict()
+                    self.best_acc, self.best_epoch = score, epoch + 1
+                    self.best_state = self.model.state_dict() if pbn_state is None else pbn_state
                 if self._stop_signal is not None and self.epoch < c.epochs:
                     self._interrupt(f"interrupted after epoch {self.epoch}", row=row,
                                     improved=improved)
@@ -451,7 +498,10 @@ class Trainer:
         c = self.config
         return (f"epoch {row['epoch']}/{c.epochs}: train loss {row['train_loss']:.4f} "
                 f"acc {100 * row['train_acc']:.2f}% | test loss {row['test_loss']:.4f} "
-                f"acc {100 * row['test_acc']:.2f}% | {row['train_images_per_s']:.1f} img/s, "
+                f"acc {100 * row['test_acc']:.2f}%"
+                + (f" (precise BN {100 * row['precise_bn_test_acc']:.2f}%)"
+                   if row.get("precise_bn_test_acc") is not None else "")
+                + f" | {row['train_images_per_s']:.1f} img/s, "
                 f"epoch {fmt_time(row['train_time_s'])} + eval "
                 f"{fmt_time(row['eval_time_s'])}" + (" | best" if improved else ""))
 
