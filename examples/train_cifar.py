@@ -16,14 +16,17 @@ command plus --resume. The loop itself is :mod:`addercore.train`.
 """
 import argparse
 import json
+import os
 import shlex
 import signal
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bootstrap  # noqa: E402,F401  (the compiled addercore: installed, or the checkout's build)
 
+import addercore  # noqa: E402
 from addercore.data import DataNotFoundError  # noqa: E402
 from addercore.train import (NonFiniteError, RunFolder, Trainer, TrainConfig,  # noqa: E402
                              TrainingInterrupted, build_model, evaluate, load_data, load_weights)
@@ -69,8 +72,9 @@ def build_parser():
                "loss, 130/143 interrupted by SIGINT/SIGTERM (checkpoint saved).",
         formatter_class=HelpFormatter)
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=("cifar10", "cifar100"), default=d.dataset,
-                   help="which data set to train and test on")
+    g.add_argument("--dataset", choices=("cifar10", "cifar100"), default=None,
+                   help=f"which data set to train and test on (default: {d.dataset}; with "
+                        "--eval-only: the checkpoint's)")
     g.add_argument("--data-dir", default=None,
                    help="the extracted batches folder (e.g. cifar-10-batches-py), its parent, or "
                         "the .tar.gz archive. Default: $ADDERCORE_DATA, then ~/.cache/addercore, "
@@ -83,12 +87,15 @@ def build_parser():
                    help="evaluate on the first N test images only (default: all)")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=("resnet20", "resnet32", "resnet56", "vgg_small"),
-                   default=d.model, help="network (spec §3)")
-    g.add_argument("--kind", choices=("adder", "cnn"), default=d.kind,
+                   default=None, help=f"network, spec §3 (default: {d.model}; with "
+                                      "--eval-only: the checkpoint's)")
+    g.add_argument("--kind", choices=("adder", "cnn"), default=None,
                    help="adder layers (AdderNet) or ordinary multiplication convolutions (CNN, "
-                        "same topology) in the blocks; first conv and classifier always multiply")
-    g.add_argument("--norm", choices=("l1", "l2"), default=d.norm,
-                   help="adder distance: l1 (the paper) or squared l2 (supplement)")
+                        "same topology) in the blocks; first conv and classifier always multiply "
+                        f"(default: {d.kind}; with --eval-only: the checkpoint's)")
+    g.add_argument("--norm", choices=("l1", "l2"), default=None,
+                   help="adder distance: l1 (the paper) or squared l2 (supplement) (default: "
+                        f"{d.norm}; with --eval-only: the checkpoint's)")
     g.add_argument("--filter-grad", choices=("full", "sign"), default=d.filter_grad,
                    help="adder filter gradient: full (X - F, the paper) or sign (the "
                         "supplement's ablation)")
@@ -124,6 +131,10 @@ def build_parser():
                    help="start a new run even though DIR holds one: its checkpoint, best "
                         "weights, metrics, plot and command.txt are deleted first (without "
                         "--resume or --overwrite, a folder holding a run is refused)")
+    g.add_argument("--allow-numpy-backend", action="store_true",
+                   help="train even when the compiled kernels are unavailable (the numpy "
+                        "reference kernels are about 55x slower; ADDERCORE_BACKEND=numpy asks "
+                        "for them too)")
     g.add_argument("--ignore-memory-check", action="store_true",
                    help="start even when the estimated memory of a training step exceeds the "
                         "available memory")
@@ -144,10 +155,19 @@ def build_parser():
     return p
 
 
-def config_from_args(args):
+# options that describe the network: --eval-only takes them from the checkpoint when not given
+NETWORK_OPTIONS = ("dataset", "model", "kind", "norm")
+
+
+def config_from_args(args, recorded=None):
+    """The TrainConfig of the command line; network options not given come from ``recorded``
+    (a checkpoint's configuration) or the defaults."""
+    d = TrainConfig()
+    net = {k: getattr(args, k) if getattr(args, k) is not None else
+           (recorded or {}).get(k, getattr(d, k)) for k in NETWORK_OPTIONS}
     return TrainConfig(
-        dataset=args.dataset, data_dir=args.data_dir, download=not args.no_download,
-        model=args.model, kind=args.kind, norm=args.norm, filter_grad=args.filter_grad,
+        dataset=net["dataset"], data_dir=args.data_dir, download=not args.no_download,
+        model=net["model"], kind=net["kind"], norm=net["norm"], filter_grad=args.filter_grad,
         epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, eta=args.eta, momentum=args.momentum,
         weight_decay=args.weight_decay, threads=args.threads, seed=args.seed,
@@ -156,18 +176,43 @@ def config_from_args(args):
         max_steps_per_epoch=args.max_steps_per_epoch, precise_bn=args.precise_bn).validate()
 
 
-def eval_only(config, path):
+def recorded_config(path):
+    """The configuration an addercore checkpoint records (``{}`` for other files)."""
+    if Path(path).suffix != ".npz":
+        return {}
+    from addercore import io as aio
+
+    return aio.load(path)[1].get("config") or {}
+
+
+def eval_only(args, path):
     from addercore.threads import set_num_threads
 
+    recorded = recorded_config(path)
+    clash = [f"--{k} {getattr(args, k)} (the checkpoint records {recorded[k]!r})"
+             for k in NETWORK_OPTIONS if getattr(args, k) is not None and k in recorded
+             and getattr(args, k) != recorded[k]]
+    if clash:
+        raise ValueError(f"{path} was trained with other network settings: {'; '.join(clash)}; "
+                         "leave these options out to use the checkpoint's")
+    config = config_from_args(args, recorded)
     if config.threads:
         set_num_threads(config.threads)
     _, (test_x, test_y) = load_data(config, with_train=False)
     model = build_model(config)
-    load_weights(model, path)
+    try:
+        load_weights(model, path)
+    except ValueError as e:
+        text = str(e)
+        if len(text) > 300:  # thousands of key names help nobody
+            text = text[:300] + "..."
+        raise ValueError(f"{path}: the weights do not fit {config.describe()} "
+                         f"({text}); pass the --model/--kind/--norm/--dataset it was trained "
+                         "with") from None
     t0 = time.monotonic()
     loss, acc = evaluate(model, test_x, test_y, config.test_batch_size, config.dtype)
     dt = time.monotonic() - t0
-    print(f"{path}: test loss {loss:.4f}, top-1 accuracy {100 * acc:.2f}% on {len(test_y)} "
+    print(f"{path} ({config.describe()}): test loss {loss:.4f}, top-1 accuracy {100 * acc:.2f}% on {len(test_y)} "
           f"images ({len(test_y) / dt:.1f} img/s)")
     return 0
 
@@ -187,6 +232,28 @@ def header(trainer):
             f"{_plural(steps, 'step')} (batch {c.batch_size}), out {trainer.out}")
 
 
+def backend_line():
+    """``kernels: cython (avx2+fma), addercore from DIR``: what the run computes with."""
+    name = addercore.backend()
+    build = ""
+    if name == "cython":
+        from addercore.ops import fast
+
+        build = f" ({fast.simd()})"
+    return f"kernels: {name}{build}, addercore from {_bootstrap.ADDERCORE_FROM}"
+
+
+def check_backend(allow):
+    """None, or the error message when training would silently run on the numpy kernels."""
+    if addercore.backend() == "cython" or allow or \
+            os.environ.get("ADDERCORE_BACKEND", "").strip().lower() == "numpy":
+        return None
+    return (f"the compiled kernels are not available (addercore from "
+            f"{_bootstrap.ADDERCORE_FROM}); training would run on the numpy reference kernels, "
+            "about 55x slower. Build them (`pip install .`, or `python setup.py build_ext "
+            "--inplace` in the checkout), or pass --allow-numpy-backend to train anyway")
+
+
 def _os_error(e):
     return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
 
@@ -201,7 +268,11 @@ def main(argv=None):
     trainer = None
     try:
         if args.eval_only:
-            return eval_only(config, args.eval_only)
+            return eval_only(args, args.eval_only)
+        problem = check_backend(args.allow_numpy_backend)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         folder = RunFolder(config.out)
         folder.check_path()
         present = folder.existing_run()
@@ -213,6 +284,7 @@ def main(argv=None):
         trainer = Trainer(config, log_interval=args.log_interval, overwrite=args.overwrite,
                           check_memory=not args.ignore_memory_check)
         trainer.log(header(trainer))
+        trainer.log(backend_line())
         if args.resume:
             trainer.resume()  # checks the checkpoint before creating or writing anything
         else:
