@@ -107,6 +107,8 @@ class Trainer:
         self._started = False          # the run folder was checked and opened once
         self._good_epoch = None        # epoch of the checkpoint on disk when its state is finite
         self._said_no_plot = False
+        self._saving = False
+        self._abort_requested = False
         self.partial = None            # running sums of a partially trained epoch
         self.elapsed = 0.0             # training + eval seconds over all sessions
         self.progress = Progress(self.stream, log_interval)
@@ -177,11 +179,16 @@ class Trainer:
         return bad
 
     def _save(self, path, arrays, meta):
+        self._saving = True  # a second Ctrl-C now waits for the write (a fraction of a second)
         try:
             aio.save(path, arrays, meta)
         except OSError as e:
             raise CheckpointWriteError(e.errno, f"cannot write {path}: {e.strerror or e} (the "
                                        "previous version, if any, is intact)") from e
+        finally:
+            self._saving = False
+        if self._abort_requested:
+            raise KeyboardInterrupt  # the second Ctrl-C that arrived during the write
         return path
 
     def save_checkpoint(self):
@@ -296,6 +303,9 @@ class Trainer:
     # -- signals -----------------------------------------------------------------------------
     def _handler(self, signum, frame):
         if self._stop_signal is not None and signum == signal.SIGINT:
+            if self._saving:  # never tear a write: abort right after it
+                self._abort_requested = True
+                return
             raise KeyboardInterrupt  # second Ctrl-C: abort now (last checkpoint stays)
         self._stop_signal = signum
         again = ("Ctrl-C again to abort without saving" if signum == signal.SIGINT else
