@@ -308,8 +308,12 @@ def main(argv=None):
         if trainer is not None:
             trainer.close()
     best = summary["best_test_acc"]
-    print(f"done: {summary['epochs']} epochs, final test accuracy "
-          f"{100 * summary['final_test_acc']:.2f}%, best {100 * best:.2f}% (epoch "
+    last = trainer.history[-1] if trainer.history else {}
+    precise = last.get("precise_bn_test_acc")
+    print(f"done: {_plural(summary['epochs'], 'epoch')}, final test accuracy "
+          f"{100 * summary['final_test_acc']:.2f}%"
+          + (f" ({100 * precise:.2f}% with precise BN)" if precise is not None else "")
+          + f", best {100 * best:.2f}%{' (precise BN)' if precise is not None else ''} (epoch "
           f"{summary['best_epoch']}), {summary['elapsed_s']:.0f} s; outputs in {summary['out']}")
     print(json.dumps(summary))
     return 0
