@@ -13,11 +13,15 @@ constants (``addercore.data.transforms.CIFAR10_MEAN/STD``); the model runs in ev
 (BatchNorm with running statistics, including ``bn2`` on the logits). Prints top-1/top-5.
 """
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _bootstrap  # noqa: E402,F401  (the compiled addercore: installed, or the checkout's build)
 
 import addercore
 from addercore import _cli

@@ -33,6 +33,9 @@ import numpy as np
 from addercore.ops.geometry import Conv2dGeometry
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import _bootstrap  # noqa: E402  (the compiled addercore: installed, or the checkout's build)
+
 DEFAULT_GOLDEN = os.path.join(HERE, os.pardir, "tests", "golden")
 
 
@@ -203,7 +206,7 @@ def main(argv=None):
         if not dump(args.golden_dir, port_dir, ops, args.select):
             print("no case selected", file=sys.stderr)
             return 2
-        cmd = [sys.executable, "-m", "addercore", "golden", "verify", args.golden_dir,
+        cmd = _bootstrap.addercore_command() + ["golden", "verify", args.golden_dir,
                "--candidate", port_dir, "--strict", "--quiet"]
         for op in ops:
             cmd += ["--op", op]
