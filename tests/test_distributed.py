@@ -1,7 +1,7 @@
 """Data-parallel training over MPI (addercore.distributed, addercore.train.distributed).
 
 The pure parts (sharding, moment merging, sync-BN arithmetic on one rank, launcher detection)
-run everywhere. The ``mpiexec -n 2`` tests need mpi4py and an mpiexec (``pip install
+run everywhere; the ``mpiexec -n 2`` runs (tens of seconds each) are marked slow. The ``mpiexec -n 2`` tests need mpi4py and an mpiexec (``pip install
 ".[mpi]"``): they are skipped with the reason when those are missing, except under ``CI=true``
 (.ci/run installs the extra), where that is a failure.
 """
@@ -200,6 +200,7 @@ def _config(tmp_path, name, **kw):
     return base
 
 
+@pytest.mark.slow
 def test_two_ranks_sync_bn_equal_one_process_float64(tmp_path):
     """2 ranks × 16 images per step with --sync-bn = 1 process × 32 images, over 3 steps:
     parameters, momentum buffers, running statistics, and the sharded evaluation."""
@@ -247,6 +248,7 @@ def emulate_per_rank_batchnorm(config, train, test, ranks=2):
     return arrays
 
 
+@pytest.mark.slow
 def test_two_ranks_default_bn_equal_per_share_emulation_float64(tmp_path):
     train, test, data = cifar(96, 10)
     kw = _config(tmp_path, "mpi", dtype="float64", max_steps_per_epoch=3)
@@ -261,6 +263,7 @@ def test_two_ranks_default_bn_equal_per_share_emulation_float64(tmp_path):
     assert_states_close(got, want)
 
 
+@pytest.mark.slow
 def test_two_identical_two_rank_runs_give_bit_identical_checkpoints(tmp_path):
     _, _, data = cifar(64, 10)
     arrays, metas = [], []
@@ -283,6 +286,7 @@ def test_two_identical_two_rank_runs_give_bit_identical_checkpoints(tmp_path):
     assert metas[0] == metas[1]
 
 
+@pytest.mark.slow
 def test_two_rank_checkpoint_resumes_in_one_process(tmp_path):
     """A 2-rank --sync-bn run stopped (by rank 0 alone asking) after global step 3 of 4 resumes
     in one process at epoch 2, step 2 and ends where an uninterrupted 1-process run ends."""
