@@ -61,9 +61,7 @@ def _mpiexec():
 
 
 def _env():
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    env.pop("ADDERCORE_BACKEND", None) if env.get("ADDERCORE_BACKEND") == "" else None
-    return env
+    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
 
 
 def run_ranks(tmp_path, n, spec, timeout=600):
