@@ -153,6 +153,19 @@ def build_parser():
                    help="cut every epoch after this many steps (smoke tests only)")
     g.add_argument("--log-interval", type=nonneg_float, default=30.0, metavar="SECONDS",
                    help="when stderr is not a terminal, print the progress line this often")
+    # --- data-parallel training (mpi): see examples/_distributed.py ---
+    g = p.add_argument_group("data-parallel training over MPI ranks (pip install \".[mpi]\"; "
+                             "mpiexec -n N python examples/train_cifar.py ...)")
+    g.add_argument("--distributed", action="store_true",
+                   help="train data-parallel over the ranks of the MPI job (automatic when "
+                        "started by mpiexec/srun with more than one process); --batch-size "
+                        "stays the global batch")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="BatchNorm statistics over the global batch of all ranks (N ranks then "
+                        "reproduce one process up to rounding) instead of each rank's share")
+    g.add_argument("--comm-timeout", type=positive_int, default=600, metavar="SECONDS",
+                   help="how long a rank waits for the others in one collective before ending "
+                        "the whole job (a rank died or hangs)")
     return p
 
 
@@ -174,7 +187,8 @@ def config_from_args(args, recorded=None):
         weight_decay=args.weight_decay, threads=args.threads, seed=args.seed,
         train_subset=args.train_subset, test_subset=args.test_subset, out=args.out,
         dtype=args.dtype, augment=not args.no_augment, skip_nonfinite=args.skip_nonfinite,
-        max_steps_per_epoch=args.max_steps_per_epoch, precise_bn=args.precise_bn).validate()
+        max_steps_per_epoch=args.max_steps_per_epoch, precise_bn=args.precise_bn,
+        sync_bn=args.sync_bn).validate()
 
 
 def recorded_config(path):
@@ -261,6 +275,11 @@ def _os_error(e):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # --- data-parallel training (mpi) ---
+    import _distributed
+
+    if _distributed.wanted(args):
+        return _distributed.main(args, sys.modules[__name__])
     try:
         config = config_from_args(args)
     except (ValueError, TypeError) as e:

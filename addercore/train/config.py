@@ -14,7 +14,8 @@ CIFAR_MODELS = ("resnet20", "resnet32", "resnet56", "vgg_small")
 RESUME_MUST_MATCH = ("dataset", "model", "kind", "norm", "filter_grad", "epochs", "batch_size",
                      "lr", "eta", "momentum", "weight_decay", "seed", "train_subset",
                      "test_subset", "dtype", "augment", "test_batch_size", "max_steps_per_epoch",
-                     "precise_bn")
+                     "precise_bn",
+                     "sync_bn")  # (mpi) sync_bn: BatchNorm statistics over all ranks' batch
 
 
 @dataclasses.dataclass
@@ -46,6 +47,8 @@ class TrainConfig:
     max_steps_per_epoch: int = None   # for smoke tests: cut each epoch short
     precise_bn: int = 0               # >0: also evaluate with BatchNorm statistics re-estimated
                                       # on this many training images (nn.recalibrate_batchnorm)
+    sync_bn: bool = False             # (mpi) data-parallel runs: BatchNorm statistics over the
+                                      # global batch of all ranks instead of each rank's share
 
     def validate(self):
         """Raise ValueError/TypeError naming the first bad setting."""

@@ -263,7 +263,7 @@ class Trainer:
             raise
 
     def _restore(self, path):
-        arrays, meta = read_checkpoint(path)
+        arrays, meta = self._read_checkpoint(path)
         diff = settings_diff(meta["config"], self.config)
         if diff:
             raise ValueError(f"{path}: the run was started with other settings; resuming would "
@@ -283,7 +283,7 @@ class Trainer:
             self._good_epoch = self.epoch
         if path == self.ckpt_path:
             self._recover_best(arrays)
-        rewrite_metrics(self.out, self.history)
+        self._rewrite_metrics()
         where = f"epoch {self.epoch + 1}" + (
             f", step {self.partial['steps'] + self.partial['skipped']}" if self.partial else "")
         self.log(f"resumed from {path} at {where} (global step {self.global_step})")
@@ -316,6 +316,25 @@ class Trainer:
     def request_stop(self, signum=signal.SIGINT):
         """Ask :meth:`fit` to save a checkpoint and stop after the current step (as Ctrl-C)."""
         self._stop_signal = signum
+
+    # -- hooks a data-parallel trainer (train/distributed.py) overrides ---------------------
+    def _images_in(self, yb):
+        """Images the step on batch ``yb`` trained on (all ranks together when distributed)."""
+        return len(yb)
+
+    def _evaluate(self):
+        """Test ``(loss, accuracy)`` of the model as it is."""
+        return evaluate(self.model, self.test_x, self.test_y, self.config.test_batch_size,
+                        self.dtype)
+
+    def _append_metrics(self, row):
+        append_metrics(self.out, row)
+
+    def _rewrite_metrics(self):
+        rewrite_metrics(self.out, self.history)
+
+    def _read_checkpoint(self, path):
+        return read_checkpoint(path)
 
     # -- training ----------------------------------------------------------------------------
     def _buffers(self):
@@ -376,11 +395,11 @@ class Trainer:
                 p["skipped"] += 1
             else:
                 loss, correct = result
-                p["loss_sum"] += loss * len(yb)
+                p["loss_sum"] += loss * self._images_in(yb)
                 p["correct"] += correct
-                p["seen"] += len(yb)
+                p["seen"] += self._images_in(yb)
                 p["steps"] += 1
-            session_images += len(yb)
+            session_images += self._images_in(yb)
             now = time.monotonic()
             p["time"] = now - t_start
             done = k + 1
@@ -419,12 +438,10 @@ class Trainer:
         """Test ``(loss, accuracy, state)`` with BatchNorm statistics re-estimated on
         :meth:`precise_bn_batches` (``state``: that model's state dict); the training-time
         running statistics are restored afterwards (the run continues bit for bit)."""
-        c = self.config
         buffers = self._buffers()
         try:
             recalibrate_batchnorm(self.model, self.precise_bn_batches())
-            loss, acc = evaluate(self.model, self.test_x, self.test_y, c.test_batch_size,
-                                 self.dtype)
+            loss, acc = self._evaluate()
             state = self.model.state_dict()
         finally:
             self.model.load_state_dict(buffers, strict=False)
@@ -459,8 +476,7 @@ class Trainer:
                 self.progress.end()
                 p = self.partial
                 t_eval = time.monotonic()
-                test_loss, test_acc = evaluate(self.model, self.test_x, self.test_y,
-                                               c.test_batch_size, self.dtype)
+                test_loss, test_acc = self._evaluate()
                 pbn_loss = pbn_acc = pbn_state = None
                 if c.precise_bn:
                     pbn_loss, pbn_acc, pbn_state = self.evaluate_precise_bn()
@@ -495,7 +511,7 @@ class Trainer:
                 self.save_checkpoint()
                 if improved:
                     self._write_best()
-                append_metrics(self.out, row)
+                self._append_metrics(row)
                 self.plot()
                 self.log(self._epoch_line(row, improved))
         finally:
@@ -524,7 +540,7 @@ class Trainer:
             if row is not None:
                 if improved:
                     self._write_best()
-                append_metrics(self.out, row)
+                self._append_metrics(row)
                 self.plot()
                 self.log(self._epoch_line(row, improved))
             msg = f"{where}: saved {path}; continue with --resume"
