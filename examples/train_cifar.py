@@ -313,6 +313,7 @@ def main(argv=None):
             f.write(shlex.join([sys.executable] + sys.argv) + "\n")
         summary = trainer.fit()
     except TrainingInterrupted as e:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # saved: a late Ctrl-C changes nothing now
         return 128 + int(e.signum)
     except KeyboardInterrupt:  # a second Ctrl-C (or one before training started)
         print("\naborted by Ctrl-C: nothing more was saved (the last checkpoint, if any, "
@@ -341,4 +342,11 @@ def main(argv=None):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGPIPE, signal.SIG_DFL) if hasattr(signal, "SIGPIPE") else None
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a Ctrl-C that lands between the loop's handler and an exit
+        print("\naborted by Ctrl-C (the last checkpoint, if any, stays; continue with --resume)",
+              file=sys.stderr)
+        code = 130
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
