@@ -35,7 +35,9 @@ def _tensor(value):
 
 
 def adder2d(x, weight, stride=1, padding=0, norm="l1", filter_grad="full", input_grad=None):
-    """Adder layer (spec §1-2). x (N, Cin, H, W), weight (Cout, Cin, kh, kw) -> (N, Cout, Ho, Wo).
+    """Adder layer (method §2, §4).
+
+    x (N, Cin, H, W), weight (Cout, Cin, kh, kw) -> (N, Cout, Ho, Wo).
 
     The recorded backward uses the substituted gradients (``filter_grad``, ``input_grad``, see
     :func:`addercore.ops.adder2d_backward`); the filter gradient stored in ``weight.grad`` is

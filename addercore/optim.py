@@ -1,11 +1,11 @@
 """SGD with AdderNet's adaptive per-layer learning rate, and learning-rate schedules.
 
-Adaptive scaling (spec §2): an adder layer's filter gradient ``g`` is rescaled to
+Adaptive scaling (method §5): an adder layer's filter gradient ``g`` is rescaled to
 ``g·η·sqrt(k)/max(‖g‖₂, 1e-12)`` (``k = g.size``). Two placements:
 
 - ``"gradient"`` (default; the authors' training code, which produced their checkpoint): the raw
   gradient is rescaled first, then weight decay and momentum apply as for any parameter.
-- ``"update"`` (the paper's Eq. 13 reading): the factor ``α = η·sqrt(k)/‖g‖₂`` of the raw
+- ``"update"`` (the main paper's reading, method §5.2): the factor ``α = η·sqrt(k)/‖g‖₂`` of the raw
   gradient multiplies the layer's final SGD update (after weight decay and momentum).
 
 A parameter is rescaled when its ``adaptive_eta`` is not None: :class:`addercore.nn.Adder2d`
@@ -164,7 +164,7 @@ class _EpochSchedule:
 
 
 class CosineAnnealingLR(_EpochSchedule):
-    """``lr(e) = eta_min + (base_lr - eta_min)·(1 + cos(π·e/T))/2`` (spec §4 with T = epochs)."""
+    """``lr(e) = eta_min + (base_lr - eta_min)·(1 + cos(π·e/T))/2`` (method §8 with T = epochs)."""
 
     def __init__(self, optimizer, total_epochs, eta_min=0.0, base_lr=None):
         if not isinstance(total_epochs, int) or total_epochs < 1:

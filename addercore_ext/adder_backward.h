@@ -9,7 +9,7 @@ _Static_assert(__builtin_types_compatible_p(T_IN, T_ACC),
 /* ---------------------------------------------------------------------------------------
  * Filter gradient, "full" part of one image (a GEMM with the reduction along contiguous p):
  *     gw[t, k] += Σ_p col[k, p] · g[t, p]          gsum[t] += Σ_p g[t, p]
- * The caller forms Σ D·G = Σ X·G - F·Σ G (spec §2) once all images are accumulated.
+ * The caller forms Σ D·G = Σ X·G - F·Σ G (method §4.1) once all images are accumulated.
  * Register block: FGW_TB filters × FGW_KB taps, one vector accumulator each, lanes summed
  * in a fixed order at the end.  col: (K, P) tile; g: (Cout, ldg); gw: (Cout, K); gsum: (Cout,).
  * ------------------------------------------------------------------------------------- */
@@ -232,7 +232,7 @@ static void FN(filter_grad_sign_tile)(const T_IN *col, const T_IN *wT, const T_A
  * 1 vector, so every position is computed in vector lanes whatever the output width.
  * Each dcol[k, p] is one accumulator chain over t, so the grouping changes no result.
  * ------------------------------------------------------------------------------------- */
-#define IG_HARDTANH 0 /* input-gradient factor clip(-D, -1, 1) (adder, spec §2) */
+#define IG_HARDTANH 0 /* input-gradient factor clip(-D, -1, 1) (adder, method §4.2) */
 #define IG_SIGN 1 /* input-gradient factor sgn(-D) (adder "sign"/ℓ1 exact) */
 #define IG_L2 2 /* input-gradient factor 2·(-D) (ℓ2 exact) */
 #define IG_CONV 3 /* convolution: Σ_t w·g (the patches are not read) */

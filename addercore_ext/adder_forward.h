@@ -29,7 +29,7 @@
 #define FWD_TB1 8 /* filters per register block of the last (< FWD_PV) vectors of a tile */
 #endif
 
-#define FWD_L1 0  /* acc += |c - w|, output -acc (adder, spec §1) */
+#define FWD_L1 0  /* acc += |c - w|, output -acc (adder, method §2.1) */
 #define FWD_L2 1  /* acc += (c - w)², output -acc (ℓ2 adder) */
 #define FWD_DOT 2 /* acc = c·w + acc (one rounding), output acc (convolution) */
 

@@ -13,10 +13,10 @@
  * 4 filters × 2 vectors of contiguous positions in 8 independent accumulators; for each tap k
  * (sequential, ascending) it loads 2 patch vectors, broadcasts 4 filter values and does
  * subtract (on the FMA ports, as c - w·1: exact, and it leaves the add ports to the
- * accumulation), |·| (a mask) and add.  Every output element is a single accumulator chain
- * over k in the canonical order, so the result equals the numpy reference bit for bit
- * (float32 and float64; requires no -ffast-math and, for ℓ2, -ffp-contract=off, both set by
- * setup.py).  Vectorisation is across outputs, never across taps.
+ * accumulation), |·| (a mask) and add.  Vectorisation is across outputs, never across taps,
+ * so every lane is one accumulator chain over k ascending: the canonical summation order
+ * (the contract, and what it guarantees: docs/method.md §3).  Holding it bit for bit needs no
+ * -ffast-math and, for ℓ2, -ffp-contract=off (both set by setup.py).
  *
  * Backward (per tile, same packed buffer):
  *   - "full" filter gradient = Σ X·G - F·Σ G: a GEMM with the reduction along p, done with

@@ -40,7 +40,7 @@ DEFAULT_GOLDEN = os.path.join(HERE, os.pardir, "tests", "golden")
 
 
 # --------------------------------------------------------------------------------------------
-# The "port": naive kernels written from the spec (shared/spec/addernet.md)
+# The "port": naive kernels written from docs/method.md (§2 forward, §4 gradients)
 # --------------------------------------------------------------------------------------------
 def _geometry(x, w, stride, padding):
     # The shapes and output size (docs/golden-format.md §2) from addercore's one geometry

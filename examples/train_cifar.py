@@ -88,7 +88,7 @@ def build_parser():
                    help="evaluate on the first N test images only (default: all)")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=("resnet20", "resnet32", "resnet56", "vgg_small"),
-                   default=None, help=f"network, spec §3 (default: {d.model}; with "
+                   default=None, help=f"network, docs/method.md §7 (default: {d.model}; with "
                                       "--eval-only: the checkpoint's)")
     g.add_argument("--kind", choices=("adder", "cnn"), default=None,
                    help="adder layers (AdderNet) or ordinary multiplication convolutions (CNN, "

@@ -245,7 +245,7 @@ def test_schedules():
     assert opt.lr == pytest.approx(0.1)
     for e in range(1, 201):
         sched.step()
-    # spec §4: lr(e) = 0.05·(1 + cos(π·e/400))
+    # method §8: lr(e) = 0.05·(1 + cos(π·e/400))
     assert opt.lr == pytest.approx(0.05 * (1 + math.cos(math.pi * 200 / 400)))
     opt2 = optim.SGD([p], lr=0.1)
     sched2 = optim.MultiStepLR(opt2, milestones=[2, 4], gamma=0.1)

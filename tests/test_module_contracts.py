@@ -131,7 +131,7 @@ def _step(layer, grad, opt=None, **sgd):
 
 
 def _scaled(grad, eta):
-    """η·sqrt(k)·g/‖g‖₂ (spec §2) in float64."""
+    """η·sqrt(k)·g/‖g‖₂ (method §5.1) in float64."""
     g = grad.astype(np.float64)
     return eta * math.sqrt(g.size) * g / np.sqrt(np.sum(g * g))
 

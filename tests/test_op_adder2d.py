@@ -1,5 +1,5 @@
-"""adder2d (spec §1-2): the reference against brute-force loops written here from the
-spec's formulas, hand-computed values, central finite differences where the gradient is
+"""adder2d (method §2, §4): the reference against brute-force loops written here from the
+formulas of docs/method.md, hand-computed values, central finite differences where the gradient is
 true, the adaptive scaling formula, and the compiled kernels against the reference.
 
 Runs on whichever backend is active (``ADDERCORE_BACKEND=numpy`` forces the reference); the

@@ -1,6 +1,6 @@
 """Normalisation and augmentation on whole batches (vectorised numpy, no per-image loop).
 
-Constants: the spec's (the authors') recipe normalises CIFAR-10 with ``CIFAR10_MEAN`` /
+Constants: the authors' recipe (method §8) normalises CIFAR-10 with ``CIFAR10_MEAN`` /
 ``CIFAR10_STD`` — note that this std is the widely copied value (the true per-channel pixel std
 is about 0.247, 0.243, 0.261); we keep it because it produced the published checkpoint.
 The authors' code uses the same constants for CIFAR-100, and so does addercore by default;

@@ -14,6 +14,8 @@ __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "SUMMATION_ORDER", "cases", "select_
 FORMAT_NAME = "addercore-golden"
 FORMAT_VERSION = 1
 
+# The contract is docs/method.md §3. This string restates it for porters who have only the
+# golden files: it is written into every manifest.json, so changing it changes the committed set.
 SUMMATION_ORDER = (
     "adder2d forward: each output element y[n,t,h,w] is one accumulator in the arrays' dtype, "
     "starting at 0, to which |Xp[n,c,h*sh+i,w*sw+j] - F[t,c,i,j]| (l1) or its square (l2) is "

@@ -1,4 +1,4 @@
-"""ResNet-20/32/56 for CIFAR exactly as the AdderNet authors define them (spec §3).
+"""ResNet-20/32/56 for CIFAR exactly as the AdderNet authors define them (``docs/method.md`` §7.1).
 
 ``conv1`` 3×3 multiplication conv 3→16 (no bias) → ``bn1`` → ReLU → ``layer1..3`` (n
 BasicBlocks each, widths 16/32/64 (``widths=``), stride 2 at the first block of layers 2 and 3) → AvgPool 8×8

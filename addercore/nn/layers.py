@@ -70,7 +70,7 @@ def _kaiming_uniform(shape, fan_in, rng, dtype):
 class Adder2d(Module):
     """Adder layer: ``y = -Σ|X_patch - F|`` (ℓ1) or ``-Σ(X_patch - F)²`` (ℓ2), no bias.
 
-    Parameters: ``adder`` (out_channels, in_channels, kh, kw), initialised N(0, 1) (spec §3).
+    Parameters: ``adder`` (out_channels, in_channels, kh, kw), initialised N(0, 1) (method §7.2).
     ``eta`` is the adaptive-scaling coefficient the optimiser applies to this layer's filter
     gradient (None disables it for this layer; reassigning ``eta`` or ``adder`` later takes
     effect at the next optimiser step); ``filter_grad``/``input_grad`` choose the
@@ -102,7 +102,7 @@ class Adder2d(Module):
     # never needs to know the layer.
     @property
     def eta(self):
-        """η of the adaptive per-layer scaling of this layer's filter gradient (spec §2), or
+        """η of the adaptive per-layer scaling of this layer's filter gradient (method §5), or
         None to train the filters with plain SGD. May be reassigned at any time."""
         return self._eta
 
@@ -215,7 +215,7 @@ class ReLU(Module):
 
     Warns once per process (UserWarning) when, in training, its input is an adder layer's
     output (possibly pooled): that output is ``-distance <= 0``, so ReLU gives 0 everywhere
-    and the network trains at chance; AdderNets put BatchNorm between the two (spec §3)."""
+    and the network trains at chance; AdderNets put BatchNorm between the two (method §2.1, §6)."""
 
     def forward(self, x):
         global _warned_relu_after_adder

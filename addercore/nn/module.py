@@ -29,7 +29,7 @@ class Parameter(Tensor):
     ``requires_grad=False`` freezes it: it stays in the state dict and ``parameters()``, and
     optimisers skip it (it may also be set later: ``p.requires_grad = False``).
 
-    ``adaptive_eta`` (None by default): η of AdderNet's adaptive per-layer scaling (spec §2)
+    ``adaptive_eta`` (None by default): η of AdderNet's adaptive per-layer scaling (method §5)
     that :class:`addercore.optim.SGD` applies to this parameter's gradient. :class:`Adder2d`
     keeps its filter's value equal to the layer's ``eta`` (construction, ``layer.eta = ...``,
     ``layer.adder = Parameter(...)``); None means plain SGD.

@@ -52,7 +52,7 @@ def _grad_output(grad_output, x, geometry):
 # --------------------------------------------------------------------------------------------
 @register("adder2d", agreement="bit-exact", golden="adder2d")
 def adder2d_forward(x, weight, stride=1, padding=0, norm="l1"):
-    """Adder layer forward (spec §1).
+    """Adder layer forward (method §2).
 
     x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw), same float dtype.
     Returns y: (N, Cout, Ho, Wo) with ``y = -Σ|Xp_patch - F|`` (``norm="l1"``) or
@@ -66,7 +66,7 @@ def adder2d_forward(x, weight, stride=1, padding=0, norm="l1"):
 @register("adder2d", golden="adder2d")
 def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1",
                      filter_grad="full", input_grad=None):
-    """Adder layer backward with the substituted gradients of spec §2.
+    """Adder layer backward with the substituted gradients of method §4.
 
     x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw); grad_output: (N, Cout, Ho, Wo).
     filter_grad: "full" (``Σ (X - F)·G``, default; for ℓ2 the exact ``Σ 2(X - F)·G``) or

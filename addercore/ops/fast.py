@@ -136,7 +136,7 @@ def _tiled_forward(x, weight, y, geo, mode):
 
 def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", filter_grad="full",
                      input_grad=None, geometry=None):
-    """Adder backward (substituted gradients, spec §2) -> (grad_input, grad_weight).
+    """Adder backward (substituted gradients, method §4; modes §4.4) -> (grad_input, grad_weight).
 
     Filter gradient ``full``: ``Σ X·G - F·Σ G`` (×2 for ℓ2) accumulated per slot of images
     from the packed patches; ``sign``: ``Σ sgn(D)·G``.  Input gradient ``hardtanh``:

@@ -17,7 +17,7 @@ __all__ = ["output_size", "pair", "Conv2dGeometry"]
 
 
 def output_size(in_size, kernel, stride, padding, dilation=1):
-    """Output length of one spatial axis (spec notation ``Ho``/``Wo``):
+    """Output length of one spatial axis (method §1.2 notation ``Ho``/``Wo``):
     ``(in + 2·padding − dilation·(kernel − 1) − 1) // stride + 1``; with ``dilation=1`` the
     familiar ``(in + 2·padding − kernel) // stride + 1``. Plain ints in, int out."""
     return (in_size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1

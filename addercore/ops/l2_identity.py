@@ -1,6 +1,6 @@
 """The ℓ2 adder forward through the supplement's Eq. 15: ``2·(X∗F) − ΣXp² − ΣF²``.
 
-The ℓ2 adder layer (spec §1, supplement Eq. 14) is
+The ℓ2 adder layer (method §2.2, supplement Eq. 14) is
 ``Y[n,t,h,w] = −Σ_{c,i,j} (Xp[n,c,h·s+i,w·s+j] − F[t,c,i,j])²``. Expanding the square gives
 (supplement Eq. 15)::
 
@@ -62,7 +62,7 @@ def l2_forward_via_conv(x, weight, stride, padding, conv=None):
 
 
 def adder2d_l2_forward(x, weight, stride=1, padding=0, method="conv"):
-    """ℓ2 adder forward ``y = −Σ(Xp_patch − F)²`` (spec §1, supplement Eq. 14-15).
+    """ℓ2 adder forward ``y = −Σ(Xp_patch − F)²`` (method §2.2 and §2.4, supplement Eq. 14-15).
 
     x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw); both float32 or both float64.
     stride, padding: int or pair (h, w). method: ``"direct"`` — the direct ℓ2 kernel

@@ -1,11 +1,11 @@
 """The adder layer's choices, listed once (ops, layers, models, training and golden read them).
 
 - ``NORMS``: the distance of the adder layer, ``"l1"`` (the paper's ``−Σ|X − F|``) or
-  ``"l2"`` (``−Σ(X − F)²``) (spec §1).
+  ``"l2"`` (``−Σ(X − F)²``) (method §2.1-2.2).
 - ``FILTER_GRADS``: the filter gradient, ``"full"`` (``X − F``, supplement Eq. 3; ``2(X − F)``
-  for ℓ2) or ``"sign"`` (``sgn(X − F)``, the supplement's ablation) (spec §2).
+  for ℓ2) or ``"sign"`` (``sgn(X − F)``, the supplement's ablation) (method §4.1, §4.3).
 - ``INPUT_GRADS``: the input gradient, ``"hardtanh"`` (``HT(F − X)``, main paper), ``"sign"``
-  or ``"exact"`` (the true gradient) (spec §2).
+  or ``"exact"`` (the true gradient) (method §4.2-4.4).
 
 :func:`default_input_grad` is the one place that says which input gradient a norm gets when
 none is chosen.

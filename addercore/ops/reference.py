@@ -1,6 +1,6 @@
 """Numpy reference implementation of every addercore kernel.
 
-This module is the executable form of the spec (``shared/spec/addernet.md``). It is written for
+This module is the executable form of the method (``docs/method.md``). It is written for
 clarity and for exactness, not for speed: the compiled kernels in ``addercore_ext`` are tested
 against it, and the golden values for other ports are generated from it.
 
@@ -11,12 +11,9 @@ the sliding-window ops also take the :class:`~addercore.ops.geometry.Conv2dGeome
 validation built (``geometry=``), so the shapes are derived once per call. Outputs have the
 inputs' dtype.
 
-Canonical summation order of the adder forward (spec §1): every output element is a single
-accumulator, starting at 0, to which ``|x - f|`` (or ``(x - f)²``) of each tap is added in the
-order ``c``, then ``i``, then ``j``, ascending, in the arrays' dtype; the output is the negated
-accumulator. The loop below runs over taps in that order and is vectorised over outputs, so
-every element follows exactly that chain of roundings. The backward passes and the other ops
-use numpy's own reductions and are matched within tolerances, not bit for bit.
+The adder forward's tap loop (``c``, ``i``, ``j`` ascending, vectorised over outputs) *is* the
+canonical summation order (the contract: ``docs/method.md`` §3); the other ops use numpy's own
+reductions.
 """
 import numpy as np
 
@@ -75,7 +72,7 @@ def _geometry(x, weight, stride, padding, geometry):
 
 
 # --------------------------------------------------------------------------------------------
-# Adder layer (spec §1-2)
+# Adder layer (method §2 forward, §4 backward)
 # --------------------------------------------------------------------------------------------
 def adder2d_forward(x, weight, stride=1, padding=0, norm="l1", geometry=None):
     """Adder forward. x (N, Cin, H, W), weight (Cout, Cin, kh, kw) -> y (N, Cout, Ho, Wo).
@@ -119,7 +116,7 @@ def _filter_grad_factor(diff, norm, filter_grad):
 
 def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", filter_grad="full",
                      input_grad=None, geometry=None):
-    """Adder backward (substituted gradients, spec §2).
+    """Adder backward (substituted gradients, method §4).
 
     x (N, Cin, H, W), weight (Cout, Cin, kh, kw), grad_output (N, Cout, Ho, Wo) ->
     (grad_input (N, Cin, H, W), grad_weight (Cout, Cin, kh, kw)); the filter gradient is raw,
@@ -151,7 +148,7 @@ def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", fil
 
 
 def adaptive_scale(grad_weight, eta):
-    """Adaptive learning-rate scaling of one adder layer's filter gradient (main paper Eq. 13).
+    """Adaptive learning-rate scaling of one adder layer's filter gradient (method §5.1).
 
     Returns ``g · η·sqrt(k) / max(‖g‖₂, 1e-12)`` with ``k = g.size``, in ``g``'s dtype.
     """

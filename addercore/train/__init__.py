@@ -1,4 +1,4 @@
-"""The CIFAR training loop (the authors' recipe, spec §4), resumable bit for bit.
+"""The CIFAR training loop (the authors' recipe, ``docs/method.md`` §8), resumable bit for bit.
 
 Modules, one job each: :mod:`.config` (the settings), :mod:`.build` (the model and data they
 name), :mod:`.loop` (:class:`Trainer`, :func:`train`), :mod:`.checkpoint` (the resumable
@@ -11,9 +11,9 @@ folder, locked while it trains), :mod:`.memory` (refuse a step that cannot fit i
 
 Recipe defaults: SGD momentum 0.9 (not Nesterov), weight decay 5e-4, adaptive per-layer
 scaling with η = 0.2 on the raw filter gradient of every adder layer, batch 256, cosine learning
-rate ``lr(e) = lr/2·(1 + cos(π·e/epochs))`` set **once per epoch** (the spec's formula, with
+rate ``lr(e) = lr/2·(1 + cos(π·e/epochs))`` set **once per epoch** (method §8's formula, with
 ``epochs`` in place of 400), random crop (zero-pad 4) + horizontal flip, normalisation with the
-spec's mean/std, test batch 100.
+recipe's mean/std, test batch 100.
 
 Output directory ``out``:
 

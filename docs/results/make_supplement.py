@@ -34,13 +34,13 @@ sys.path.insert(0, str(HERE.parents[1]))  # run from a source checkout
 from addercore.models import resnet18, resnet20  # noqa: E402
 from addercore.profile import count_ops  # noqa: E402
 
-# label, folder, kind, norm, what the supplement reports for ImageNet ResNet-18 (spec §5)
+# label, folder, kind, norm, what the supplement reports for ImageNet ResNet-18 (method §10.2)
 RUNS = [
     ("CNN", "resnet20_cnn_cifar10", "cnn", "l1", "1.8G / 1.8G; 69.8% / 89.1%"),
     ("ℓ2-AdderNet", "resnet20_adder_l2_cifar10", "adder", "l2", "1.8G / 3.6G; 69.6% / 89.0%"),
     ("ℓ1-AdderNet", "resnet20_adder_cifar10", "adder", "l1", "0 / 3.6G; 66.8% / 87.4%"),
     ("ℓ1-AdderNet, sign filter gradient", "resnet20_adder_sign_cifar10", "adder", "l1",
-     "– (not in spec §5)"),
+     "– (not in method §10.2)"),
 ]
 
 
