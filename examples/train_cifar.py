@@ -28,6 +28,7 @@ import _bootstrap  # noqa: E402,F401  (the compiled addercore: installed, or the
 
 import addercore  # noqa: E402
 from addercore.data import DataNotFoundError  # noqa: E402
+from addercore._cli import nonneg_float, positive_int  # noqa: E402
 from addercore.ops.options import FILTER_GRADS, NORMS  # noqa: E402
 from addercore.train import (NonFiniteError, RunFolder, Trainer, TrainConfig,  # noqa: E402
                              TrainingInterrupted, build_model, evaluate, load_data, load_weights)
@@ -41,26 +42,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False) or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def nonneg_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
 
 
 def build_parser():
