@@ -28,7 +28,7 @@ import _bootstrap  # noqa: E402,F401  (the compiled addercore: installed, or the
 
 import addercore  # noqa: E402
 from addercore.data import DataNotFoundError  # noqa: E402
-from addercore._cli import nonneg_float, positive_int  # noqa: E402
+from addercore._cli import add_data_args, download_mode, nonneg_float, positive_int  # noqa: E402,E501
 from addercore.ops.options import FILTER_GRADS, NORMS  # noqa: E402
 from addercore.train import (NonFiniteError, RunFolder, Trainer, TrainConfig,  # noqa: E402
                              TrainingInterrupted, build_model, evaluate, load_data, load_weights)
@@ -57,12 +57,7 @@ def build_parser():
     g.add_argument("--dataset", choices=("cifar10", "cifar100"), default=None,
                    help=f"which data set to train and test on (default: {d.dataset}; with "
                         "--eval-only: the checkpoint's)")
-    g.add_argument("--data-dir", default=None,
-                   help="the extracted batches folder (e.g. cifar-10-batches-py), its parent, or "
-                        "the .tar.gz archive. Default: $ADDERCORE_DATA, then ~/.cache/addercore, "
-                        "then download the official archive into the cache")
-    g.add_argument("--no-download", action="store_true",
-                   help="never download: fail with a message saying where the data was looked for")
+    add_data_args(g)
     g.add_argument("--train-subset", type=positive_int, default=None, metavar="N",
                    help="train on the first N training images only (default: all)")
     g.add_argument("--test-subset", type=positive_int, default=None, metavar="N",
@@ -161,7 +156,7 @@ def config_from_args(args, recorded=None):
     net = {k: getattr(args, k) if getattr(args, k) is not None else
            (recorded or {}).get(k, getattr(d, k)) for k in NETWORK_OPTIONS}
     return TrainConfig(
-        dataset=net["dataset"], data_dir=args.data_dir, download=not args.no_download,
+        dataset=net["dataset"], data_dir=args.data_dir, download=download_mode(args),
         model=net["model"], kind=net["kind"], norm=net["norm"], filter_grad=args.filter_grad,
         epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, eta=args.eta, momentum=args.momentum,

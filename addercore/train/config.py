@@ -24,7 +24,7 @@ class TrainConfig:
 
     dataset: str = "cifar10"          # "cifar10" | "cifar100"
     data_dir: str = None              # None: $ADDERCORE_DATA, ~/.cache/addercore, download
-    download: bool = True
+    download: object = True           # True: into the cache if no data_dir; "root": into data_dir; False
     model: str = "resnet20"           # resnet20 | resnet32 | resnet56 | vgg_small
     kind: str = "adder"               # "adder" | "cnn"
     norm: str = "l1"                  # "l1" | "l2"
