@@ -34,17 +34,25 @@ def _tensor(value):
     return value if isinstance(value, Tensor) else Tensor(value)
 
 
-def adder2d(x, weight, stride=1, padding=0, norm="l1", filter_grad="full", input_grad=None):
+def _bias_grad(g):
+    """Gradient of a per-channel bias added to an (N, C, H, W) output: the sum over N, H, W."""
+    return g.sum(axis=(0, 2, 3))
+
+
+def adder2d(x, weight, stride=1, padding=0, norm="l1", filter_grad="full", input_grad=None,
+            bias=None):
     """Adder layer (method §2, §4).
 
-    x (N, Cin, H, W), weight (Cout, Cin, kh, kw) -> (N, Cout, Ho, Wo).
+    x (N, Cin, H, W), weight (Cout, Cin, kh, kw), bias (Cout,) or None -> (N, Cout, Ho, Wo).
 
     The recorded backward uses the substituted gradients (``filter_grad``, ``input_grad``, see
     :func:`addercore.ops.adder2d_backward`); the filter gradient stored in ``weight.grad`` is
     raw — adaptive scaling belongs to the optimiser (:class:`addercore.optim.SGD`).
     """
     x, weight = _tensor(x), _tensor(weight)
-    y = ops.adder2d_forward(x.data, weight.data, stride, padding, norm)
+    bias = None if bias is None else _tensor(bias)
+    y = ops.adder2d_forward(x.data, weight.data, stride, padding, norm,
+                            None if bias is None else bias.data)
 
     def backward(g):
         grad_input, grad_weight = ops.adder2d_backward(
@@ -52,8 +60,11 @@ def adder2d(x, weight, stride=1, padding=0, norm="l1", filter_grad="full", input
         )
         x._accumulate(grad_input)
         weight._accumulate(grad_weight)
+        if bias is not None:
+            bias._accumulate(_bias_grad(g))
 
-    return Tensor._from_op(y, (x, weight), backward, "adder2d")
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor._from_op(y, parents, backward, "adder2d")
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
@@ -68,7 +79,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         x._accumulate(grad_input)
         weight._accumulate(grad_weight)
         if bias is not None:
-            bias._accumulate(g.sum(axis=(0, 2, 3)))
+            bias._accumulate(_bias_grad(g))
 
     parents = (x, weight) if bias is None else (x, weight, bias)
     return Tensor._from_op(y, parents, backward, "conv2d")

@@ -398,8 +398,8 @@ def test_module_constructor_arguments():
         nn.Adder2d(0, 8, 3)
     with pytest.raises(ValueError, match=r"norm must be one of"):
         nn.Adder2d(3, 8, 3, norm="l0")
-    with pytest.raises(ValueError, match=r"Adder2d has no bias"):
-        nn.Adder2d(3, 8, 3, bias=True)
+    with pytest.raises(TypeError, match=r"bias must be a bool, got 'yes'"):
+        nn.Adder2d(3, 8, 3, bias="yes")
 
 
 def test_module_float64_after_to():

@@ -68,9 +68,16 @@ def _kaiming_uniform(shape, fan_in, rng, dtype):
 
 
 class Adder2d(Module):
-    """Adder layer: ``y = -Σ|X_patch - F|`` (ℓ1) or ``-Σ(X_patch - F)²`` (ℓ2), no bias.
+    """Adder layer: ``y = -Σ|X_patch - F|`` (ℓ1) or ``-Σ(X_patch - F)²`` (ℓ2), plus an optional
+    per-channel bias.
 
-    Parameters: ``adder`` (out_channels, in_channels, kh, kw), initialised N(0, 1) (method §7.2).
+    Parameters: ``adder`` (out_channels, in_channels, kh, kw), initialised N(0, 1) (method §7.2);
+    with ``bias=True`` also ``b`` (out_channels,), initialised U(0, 1) and added to every output
+    of its channel. Both names are the authors' (their adder.py: ``self.adder``, and
+    ``self.b = nn.Parameter(nn.init.uniform_(torch.zeros(output_channel)))`` when
+    ``bias=True``), so their state dicts load unchanged; :attr:`bias` returns ``b`` (or None),
+    as ``Conv2d.bias`` does. The paper's networks put BatchNorm after every adder layer and use
+    no bias.
     ``eta`` is the adaptive-scaling coefficient the optimiser applies to this layer's filter
     gradient (None disables it for this layer; reassigning ``eta`` or ``adder`` later takes
     effect at the next optimiser step); ``filter_grad``/``input_grad`` choose the
@@ -81,8 +88,8 @@ class Adder2d(Module):
                  norm="l1", eta=0.2, filter_grad="full", input_grad=None, rng=None,
                  dtype=np.float32):
         super().__init__()
-        if bias:
-            raise ValueError("Adder2d has no bias (every adder layer is followed by BatchNorm)")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be a bool, got {bias!r}")
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
@@ -95,7 +102,15 @@ class Adder2d(Module):
         self.input_grad = choice(input_grad, "input_grad", INPUT_GRADS)
         self.eta = eta
         shape = (self.out_channels, self.in_channels) + self.kernel_size
-        self.adder = Parameter(_rng(rng).standard_normal(shape).astype(dtype))
+        rng = _rng(rng)
+        self.adder = Parameter(rng.standard_normal(shape).astype(dtype))
+        if bias:
+            self.b = Parameter(rng.uniform(0.0, 1.0, size=self.out_channels).astype(dtype))
+
+    @property
+    def bias(self):
+        """The per-channel bias Parameter ``b`` (out_channels,), or None without a bias."""
+        return self._parameters.get("b")
 
     # The layer owns eta; the optimiser reads it from the filter Parameter's ``adaptive_eta``,
     # which these two setters keep equal to it whatever the user assigns, so the optimiser
@@ -129,11 +144,12 @@ class Adder2d(Module):
 
     def forward(self, x):
         return F.adder2d(x, self.adder, self.stride, self.padding, self.norm, self.filter_grad,
-                         self.input_grad)
+                         self.input_grad, self.bias)
 
     def extra_repr(self):
+        bias = ", bias=True" if self.bias is not None else ""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, norm={self.norm!r}")
+                f"stride={self.stride}, padding={self.padding}, norm={self.norm!r}{bias}")
 
 
 class Conv2d(Module):

@@ -40,6 +40,19 @@ def _conv_args(x, weight, stride, padding):
     return x, weight, conv_geometry(x, weight, stride, padding)
 
 
+def _add_channel_bias(y, bias, x, weight):
+    """``y[:, c] += bias[c]`` in place (the bias path of the adder layer and the convolution);
+    ``bias`` None leaves ``y`` as it is. bias: (Cout,), x's dtype."""
+    if bias is None:
+        return y
+    bias = float_array(bias, "bias", 1, "(Cout,)")
+    same_dtype(x=x, bias=bias)
+    if bias.shape[0] != weight.shape[0]:
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    y += bias[None, :, None, None]
+    return y
+
+
 def _grad_output(grad_output, x, geometry):
     g = float_array(grad_output, "grad_output", 4, "(N, Cout, Ho, Wo)")
     expect_shape(g, "grad_output", geometry.out_shape)
@@ -51,16 +64,19 @@ def _grad_output(grad_output, x, geometry):
 # Adder layer
 # --------------------------------------------------------------------------------------------
 @register("adder2d", agreement="bit-exact", golden="adder2d")
-def adder2d_forward(x, weight, stride=1, padding=0, norm="l1"):
+def adder2d_forward(x, weight, stride=1, padding=0, norm="l1", bias=None):
     """Adder layer forward (method §2).
 
-    x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw), same float dtype.
+    x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw), same float dtype; bias: (Cout,) or None.
     Returns y: (N, Cout, Ho, Wo) with ``y = -Σ|Xp_patch - F|`` (``norm="l1"``) or
-    ``-Σ(Xp_patch - F)²`` (``norm="l2"``), summed in the canonical order (c, i, j ascending).
+    ``-Σ(Xp_patch - F)²`` (``norm="l2"``), summed in the canonical order (c, i, j ascending),
+    plus ``bias[c]`` added afterwards to every output of channel c (the authors' optional
+    ``b``, as in their adder.py). Its gradient is ``grad_output.sum(axis=(0, 2, 3))``.
     """
     x, weight, geo = _conv_args(x, weight, stride, padding)
     choice(norm, "norm", NORMS)
-    return _impl("adder2d_forward")(x, weight, geo.stride, geo.padding, norm, geometry=geo)
+    y = _impl("adder2d_forward")(x, weight, geo.stride, geo.padding, norm, geometry=geo)
+    return _add_channel_bias(y, bias, x, weight)
 
 
 @register("adder2d", golden="adder2d")
@@ -107,13 +123,7 @@ def conv2d_forward(x, weight, stride=1, padding=0, bias=None):
     """
     x, weight, geo = _conv_args(x, weight, stride, padding)
     y = _impl("conv2d_forward")(x, weight, geo.stride, geo.padding, geometry=geo)
-    if bias is not None:
-        bias = float_array(bias, "bias", 1, "(Cout,)")
-        same_dtype(x=x, bias=bias)
-        if bias.shape[0] != weight.shape[0]:
-            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
-        y += bias[None, :, None, None]
-    return y
+    return _add_channel_bias(y, bias, x, weight)
 
 
 @register("conv2d", golden="conv2d")
