@@ -17,6 +17,7 @@ __all__ = [
     "batch_norm2d_relu",
     "relu",
     "avg_pool2d",
+    "adaptive_avg_pool2d",
     "max_pool2d",
     "linear",
     "flatten",
@@ -168,6 +169,19 @@ def avg_pool2d(x, kernel_size, stride=None):
         x._accumulate(ops.avg_pool2d_backward(x.data.shape, g, kernel_size, stride))
 
     return Tensor._from_op(y, (x,), backward, "avg_pool2d")
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Adaptive average pooling to ``output_size`` (Ho or (Ho, Wo)), PyTorch's windows (see
+    :func:`addercore.ops.adaptive_avg_pool2d_forward`). x (N, C, H, W) -> (N, C, Ho, Wo)."""
+    x = _tensor(x)
+    y = ops.adaptive_avg_pool2d_forward(x.data, output_size)
+    x_shape = x.data.shape
+
+    def backward(g):
+        x._accumulate(ops.adaptive_avg_pool2d_backward(x_shape, g))
+
+    return Tensor._from_op(y, (x,), backward, "adaptive_avg_pool2d")
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):

@@ -17,8 +17,8 @@ from ..ops._validate import as_pair, choice
 from ..ops.options import FILTER_GRADS, INPUT_GRADS, NORMS, default_input_grad
 from .module import Module, Parameter
 
-__all__ = ["Adder2d", "Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d", "Linear", "Flatten",
-           "manual_seed"]
+__all__ = ["Adder2d", "Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d", "AdaptiveAvgPool2d",
+           "Linear", "Flatten", "manual_seed"]
 
 _default_rng = np.random.default_rng(0)
 
@@ -223,7 +223,7 @@ class BatchNorm2d(Module):
 
 _warned_relu_after_adder = False
 # ops whose output is <= 0 wherever their input is (looked through for the warning below)
-_SIGN_KEEPING_OPS = ("max_pool2d", "avg_pool2d", "reshape")
+_SIGN_KEEPING_OPS = ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "reshape")
 
 
 class ReLU(Module):
@@ -261,6 +261,22 @@ class AvgPool2d(Module):
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed ``output_size`` (Ho or (Ho, Wo)) whatever the input's H×W,
+    with PyTorch's windows (rows ``[floor(i·H/Ho), ceil((i+1)·H/Ho))``); ``output_size=1`` is
+    the global average the ImageNet ResNets end with."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = as_pair(output_size, "output_size", 1)
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
 
 
 class MaxPool2d(Module):

@@ -314,6 +314,34 @@ def avg_pool2d_backward(x_shape, grad_output, kernel_size, stride=None):
     return _impl("avg_pool2d_backward")(x_shape, g, kernel, stride)
 
 
+_NO_COMPILED_ADAPTIVE = "global pooling once per network: numpy window sums suffice"
+
+
+@register("avg_pool2d", compiled=False, no_compiled=_NO_COMPILED_ADAPTIVE)
+def adaptive_avg_pool2d_forward(x, output_size):
+    """Adaptive average pooling, as PyTorch's: x (N, C, H, W) -> (N, C, Ho, Wo) for
+    ``output_size`` = Ho (square) or (Ho, Wo). Output ``(i, j)`` is the mean of input rows
+    ``[floor(i·H/Ho), ceil((i+1)·H/Ho))`` and the same columns for ``j``; ``output_size`` 1
+    is the global average. Same dtype as x."""
+    x = float_array(x, "x", 4, "(N, C, H, W)")
+    out = as_pair(output_size, "output_size", 1)
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"x must have non-zero height and width, got shape {x.shape}")
+    return _impl("adaptive_avg_pool2d_forward")(x, out)
+
+
+@register("avg_pool2d", compiled=False, no_compiled=_NO_COMPILED_ADAPTIVE)
+def adaptive_avg_pool2d_backward(x_shape, grad_output):
+    """Adaptive average pooling backward: grad_output (N, C, Ho, Wo) -> grad_input of shape
+    ``x_shape`` (N, C, H, W); the output size is grad_output's."""
+    x_shape = shape_tuple(x_shape, "x_shape", 4, "(N, C, H, W)")
+    g = float_array(grad_output, "grad_output", 4, "(N, C, Ho, Wo)")
+    if x_shape[2] < 1 or x_shape[3] < 1 or g.shape[2] < 1 or g.shape[3] < 1:
+        raise ValueError(f"x_shape {x_shape} and grad_output {g.shape} need non-zero H and W")
+    expect_shape(g, "grad_output", x_shape[:2] + g.shape[2:])
+    return _impl("adaptive_avg_pool2d_backward")(x_shape, g)
+
+
 def _max_pool_args(kernel_size, stride, padding):
     kernel = as_pair(kernel_size, "kernel_size", 1)
     stride = kernel if stride is None else as_pair(stride, "stride", 1)
