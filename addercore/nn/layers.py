@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from .. import functional as F
-from ..ops._validate import as_pair, choice
+from ..ops._validate import as_pair, choice, conv_padding
 from ..ops.options import FILTER_GRADS, INPUT_GRADS, NORMS, default_input_grad
 from .module import Module, Parameter
 
@@ -81,7 +81,8 @@ class Adder2d(Module):
     ``eta`` is the adaptive-scaling coefficient the optimiser applies to this layer's filter
     gradient (None disables it for this layer; reassigning ``eta`` or ``adder`` later takes
     effect at the next optimiser step); ``filter_grad``/``input_grad`` choose the
-    substituted gradients (see :func:`addercore.ops.adder2d_backward`).
+    substituted gradients (see :func:`addercore.ops.adder2d_backward`). ``padding``: an int, a
+    pair, or PyTorch's ``"same"`` (stride 1, odd kernels) / ``"valid"``, stored as the pair.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
@@ -94,7 +95,8 @@ class Adder2d(Module):
         self.out_channels = _positive_int(out_channels, "out_channels")
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
         self.stride = as_pair(stride, "stride", 1)
-        self.padding = as_pair(padding, "padding", 0)
+        # "same"/"valid" become the (ph, pw) pair here, once (ops/_validate.conv_padding)
+        self.padding = conv_padding(padding, self.kernel_size, self.stride)
         self.norm = choice(norm, "norm", NORMS)
         self.filter_grad = choice(filter_grad, "filter_grad", FILTER_GRADS)
         if input_grad is None:
@@ -153,7 +155,8 @@ class Adder2d(Module):
 
 
 class Conv2d(Module):
-    """Multiplication convolution; ``weight`` (out, in, kh, kw), optional ``bias`` (out,)."""
+    """Multiplication convolution; ``weight`` (out, in, kh, kw), optional ``bias`` (out,).
+    ``padding`` as :class:`Adder2d`'s (an int, a pair, ``"same"`` or ``"valid"``)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  rng=None, dtype=np.float32):
@@ -162,7 +165,7 @@ class Conv2d(Module):
         self.out_channels = _positive_int(out_channels, "out_channels")
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
         self.stride = as_pair(stride, "stride", 1)
-        self.padding = as_pair(padding, "padding", 0)
+        self.padding = conv_padding(padding, self.kernel_size, self.stride)
         fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         shape = (self.out_channels, self.in_channels) + self.kernel_size
         rng = _rng(rng)

@@ -11,7 +11,9 @@ why), what compiled and reference promise to agree on, and its golden kind.
 :func:`compiled_ops` lists the ops running compiled code now; ``python -m addercore ops``
 prints the table; ``docs/adding-an-op.md`` walks through adding an op.
 
-``stride`` and ``padding`` are an int or a pair ``(h, w)``; kernels may be non-square.
+``stride`` and ``padding`` are an int or a pair ``(h, w)``; kernels may be non-square. The
+adder layer and the convolution also take PyTorch's ``padding="same"`` (stride 1, odd
+``dilation·(k − 1)``: see :func:`._validate.conv_padding`) and ``"valid"`` (no padding).
 
 Validation (see ``docs/robustness.md``): bad types/dtypes raise ``TypeError``, bad shapes and
 values ``ValueError``, each naming the argument with the expected and received shape/dtype.
@@ -21,8 +23,8 @@ results of the right shape; NaN/Inf are not checked and propagate as in numpy.
 import numpy as np
 
 from . import reference
-from ._validate import (as_pair, choice, conv_geometry, expect_shape, float_array, real_scalar,
-                        same_dtype, shape_tuple)
+from ._validate import (as_pair, choice, conv_geometry, conv_padding, expect_shape, float_array,
+                        real_scalar, same_dtype, shape_tuple)
 from .geometry import Conv2dGeometry, output_size
 from .options import FILTER_GRADS, INPUT_GRADS, NORMS, default_input_grad
 from .table import compiled_ops, describe, implementation as _impl, register
@@ -36,7 +38,7 @@ def _conv_args(x, weight, stride, padding):
     weight = float_array(weight, "weight", 4, "(Cout, Cin, kh, kw)")
     same_dtype(x=x, weight=weight)
     stride = as_pair(stride, "stride", 1)
-    padding = as_pair(padding, "padding", 0)
+    padding = conv_padding(padding, weight.shape[2:], stride)
     return x, weight, conv_geometry(x, weight, stride, padding)
 
 
