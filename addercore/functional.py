@@ -17,6 +17,7 @@ __all__ = [
     "batch_norm2d_relu",
     "relu",
     "avg_pool2d",
+    "adaptive_avg_pool2d",
     "max_pool2d",
     "linear",
     "flatten",
@@ -34,17 +35,25 @@ def _tensor(value):
     return value if isinstance(value, Tensor) else Tensor(value)
 
 
-def adder2d(x, weight, stride=1, padding=0, norm="l1", filter_grad="full", input_grad=None):
+def _bias_grad(g):
+    """Gradient of a per-channel bias added to an (N, C, H, W) output: the sum over N, H, W."""
+    return g.sum(axis=(0, 2, 3))
+
+
+def adder2d(x, weight, stride=1, padding=0, norm="l1", filter_grad="full", input_grad=None,
+            bias=None):
     """Adder layer (method §2, §4).
 
-    x (N, Cin, H, W), weight (Cout, Cin, kh, kw) -> (N, Cout, Ho, Wo).
+    x (N, Cin, H, W), weight (Cout, Cin, kh, kw), bias (Cout,) or None -> (N, Cout, Ho, Wo).
 
     The recorded backward uses the substituted gradients (``filter_grad``, ``input_grad``, see
     :func:`addercore.ops.adder2d_backward`); the filter gradient stored in ``weight.grad`` is
     raw — adaptive scaling belongs to the optimiser (:class:`addercore.optim.SGD`).
     """
     x, weight = _tensor(x), _tensor(weight)
-    y = ops.adder2d_forward(x.data, weight.data, stride, padding, norm)
+    bias = None if bias is None else _tensor(bias)
+    y = ops.adder2d_forward(x.data, weight.data, stride, padding, norm,
+                            None if bias is None else bias.data)
 
     def backward(g):
         grad_input, grad_weight = ops.adder2d_backward(
@@ -52,8 +61,11 @@ def adder2d(x, weight, stride=1, padding=0, norm="l1", filter_grad="full", input
         )
         x._accumulate(grad_input)
         weight._accumulate(grad_weight)
+        if bias is not None:
+            bias._accumulate(_bias_grad(g))
 
-    return Tensor._from_op(y, (x, weight), backward, "adder2d")
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor._from_op(y, parents, backward, "adder2d")
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
@@ -68,7 +80,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         x._accumulate(grad_input)
         weight._accumulate(grad_weight)
         if bias is not None:
-            bias._accumulate(g.sum(axis=(0, 2, 3)))
+            bias._accumulate(_bias_grad(g))
 
     parents = (x, weight) if bias is None else (x, weight, bias)
     return Tensor._from_op(y, parents, backward, "conv2d")
@@ -157,6 +169,19 @@ def avg_pool2d(x, kernel_size, stride=None):
         x._accumulate(ops.avg_pool2d_backward(x.data.shape, g, kernel_size, stride))
 
     return Tensor._from_op(y, (x,), backward, "avg_pool2d")
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Adaptive average pooling to ``output_size`` (Ho or (Ho, Wo)), PyTorch's windows (see
+    :func:`addercore.ops.adaptive_avg_pool2d_forward`). x (N, C, H, W) -> (N, C, Ho, Wo)."""
+    x = _tensor(x)
+    y = ops.adaptive_avg_pool2d_forward(x.data, output_size)
+    x_shape = x.data.shape
+
+    def backward(g):
+        x._accumulate(ops.adaptive_avg_pool2d_backward(x_shape, g))
+
+    return Tensor._from_op(y, (x,), backward, "adaptive_avg_pool2d")
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):

@@ -120,6 +120,8 @@ def _shape_fn(module):
         return lambda s: s
     if isinstance(module, nn.Flatten):
         return lambda s: (s[0], int(np.prod(s[1:])))
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        return lambda s: s[:2] + tuple(module.output_size)
     if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
         pad = getattr(module, "padding", (0, 0))
         return lambda s: s[:2] + _conv_out(s[2:], module.kernel_size, module.stride, pad)

@@ -171,6 +171,39 @@ def test_module_call_matches_ops():
     assert layer.adder.data.shape == (3, 2, 3, 2)
 
 
+def test_adder_layer_bias_authors_names_init_and_gradient():
+    """bias=True: the authors' parameter ``b`` (adder.py: U(0, 1) init, added per channel),
+    a strict load of a state dict with their keys, and d(loss)/db by central differences."""
+    from addercore.gradcheck import numeric_grad
+
+    layer = nn.Adder2d(2, 5, 3, padding=1, bias=True, rng=np.random.default_rng(4),
+                       dtype=np.float64)
+    assert list(layer.state_dict()) == ["adder", "b"]
+    assert layer.bias is layer.b and layer.b.data.shape == (5,)
+    assert np.all((layer.b.data >= 0) & (layer.b.data < 1)) and np.ptp(layer.b.data) > 0
+    assert nn.Adder2d(2, 5, 3).bias is None and "bias=True" in repr(layer)
+    # the filter draw is the same with and without a bias (bias=False stays bit-identical)
+    plain = nn.Adder2d(2, 5, 3, rng=np.random.default_rng(4), dtype=np.float64)
+    np.testing.assert_array_equal(plain.adder.data, layer.adder.data)
+    # the authors' key names load strictly
+    state = {"adder": RNG.standard_normal((5, 2, 3, 3)), "b": RNG.standard_normal(5)}
+    layer.load_state_dict(state, strict=True)
+    np.testing.assert_array_equal(layer.b.data, state["b"])
+    x = RNG.standard_normal((2, 2, 4, 4))
+    y = layer(x).data
+    np.testing.assert_array_equal(
+        y, ops.adder2d_forward(x, state["adder"], 1, 1) + state["b"][None, :, None, None])
+    g = RNG.standard_normal(y.shape)
+    layer.zero_grad()
+    F.sum(F.mul(layer(x), g)).backward()
+    b = layer.b.data
+    numeric = numeric_grad(lambda: np.sum(layer(x).data * g), b)
+    np.testing.assert_allclose(layer.b.grad, numeric, rtol=1e-6, atol=1e-8)
+    # the optimiser scales the filter gradient adaptively, never the bias (adder.py's backward
+    # rescales only grad_W_col)
+    assert layer.adder.adaptive_eta == 0.2 and layer.b.adaptive_eta is None
+
+
 # --------------------------------------------------------------------------------------------
 # Optimiser
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from addercore import nn
 from addercore.gradcheck import numeric_grad
 from addercore.io import load_torch_checkpoint, strip_prefix
 from addercore.models import (MODELS, MaxPool2d, get_model, lenet5_bn, resnet18, resnet20,
-                              resnet32, resnet56, vgg_small)
+                              resnet32, resnet50, resnet56, vgg_small)
 from addercore.tensor import Tensor, no_grad
 from addercore.threads import num_threads
 from conftest import shared_data_path
@@ -131,6 +131,90 @@ def test_resnet18_forward_cnn_and_names():
     names = list(a.state_dict())
     assert "layer4.1.conv2.adder" in names and "layer4.0.downsample.0.adder" in names
     assert "fc.weight" in names and "bn2.running_mean" in names
+
+
+TINY = (4, 4, 8, 8)  # narrow stage widths: the ImageNet topology at test speed
+
+
+@pytest.mark.parametrize("size", [32, 224, 256, (40, 33)])
+def test_resnet_imagenet_any_input_size_gives_logits(size):
+    """Adaptive 1×1 pooling: (N, num_classes) for every input >= 32 (a 256×256 input gave
+    (1, 4000) with the old fixed 7×7 pooling)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    x = np.random.default_rng(2).standard_normal((2, 3, h, w)).astype(np.float32)
+    m = resnet18(num_classes=5, kind="cnn", rng=_rng(), widths=TINY).eval()
+    with no_grad():
+        assert m(x).shape == (2, 5)
+    if size == 32:
+        a = resnet50(num_classes=3, rng=_rng(), widths=(2, 2, 2, 2)).eval()
+        with no_grad():
+            assert a(x).shape == (2, 3)
+
+
+def test_resnet_imagenet_head_is_global_mean_fc_with_bias_bn():
+    """The head computed by hand: mean over H, W of layer4's map, the 1×1 fc as a matrix
+    product plus its bias, then bn2 with its running statistics (float64)."""
+    rng = np.random.default_rng(5)
+    m = resnet18(num_classes=6, kind="cnn", rng=_rng(), widths=TINY, dtype=np.float64).eval()
+    m.fc.bias.data[...] = rng.standard_normal(6)
+    m.bn2.running_mean[...] = rng.standard_normal(6)
+    m.bn2.running_var[...] = rng.uniform(0.5, 2.0, 6)
+    x = rng.standard_normal((2, 3, 72, 72))
+    with no_grad():
+        logits = m(x).data
+        f = m.maxpool(m.bn1(m.conv1(x), relu=True))
+        f = m.layer4(m.layer3(m.layer2(m.layer1(f)))).data
+    assert f.shape == (2, 8, 3, 3)
+    z = f.mean(axis=(2, 3)) @ m.fc.weight.data[:, :, 0, 0].T + m.fc.bias.data
+    bn = m.bn2
+    expected = ((z - bn.running_mean) / np.sqrt(bn.running_var + bn.eps) * bn.weight.data
+                + bn.bias.data)
+    np.testing.assert_allclose(logits, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_resnet_imagenet_too_small_input_is_refused():
+    m = resnet18(num_classes=5, kind="cnn", rng=_rng(), widths=TINY)
+    with pytest.raises(ValueError, match=r"at least 32 .*got shape \(1, 3, 31, 64\)"):
+        m(np.zeros((1, 3, 31, 64), np.float32))
+
+
+def _authors_resnet50_state():
+    """Keys and shapes of the authors' ResNet-50 state dict (their resnet50.py in
+    github.com/huawei-noah/AdderNet, PyTorch's registration order), written out here: conv1
+    (multiplication), bn1, Bottlenecks conv1/2/3 (adder2d: ``.adder``) with bn1/2/3 and a
+    downsample (adder 1×1, BatchNorm) in each stage's first block, then the head
+    ``fc = nn.Conv2d(2048, 1000, 1)`` (bias: PyTorch's default) and ``bn2``."""
+    def bn(prefix, c):
+        return [(f"{prefix}.weight", (c,)), (f"{prefix}.bias", (c,)),
+                (f"{prefix}.running_mean", (c,)), (f"{prefix}.running_var", (c,)),
+                (f"{prefix}.num_batches_tracked", ())]
+
+    keys = [("conv1.weight", (64, 3, 7, 7))] + bn("bn1", 64)
+    inplanes = 64
+    for stage, (planes, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), 1):
+        for b in range(blocks):
+            p = f"layer{stage}.{b}"
+            keys += [(f"{p}.conv1.adder", (planes, inplanes, 1, 1))] + bn(f"{p}.bn1", planes)
+            keys += [(f"{p}.conv2.adder", (planes, planes, 3, 3))] + bn(f"{p}.bn2", planes)
+            keys += [(f"{p}.conv3.adder", (4 * planes, planes, 1, 1))] + bn(f"{p}.bn3", 4 * planes)
+            if b == 0:
+                keys += [(f"{p}.downsample.0.adder", (4 * planes, inplanes, 1, 1))]
+                keys += bn(f"{p}.downsample.1", 4 * planes)
+            inplanes = 4 * planes
+    keys += [("fc.weight", (1000, 2048, 1, 1)), ("fc.bias", (1000,))] + bn("bn2", 1000)
+    return keys
+
+
+def test_resnet50_loads_the_authors_state_dict_strictly():
+    keys = _authors_resnet50_state()
+    m = resnet50(rng=_rng())
+    assert [(k, np.shape(v)) for k, v in m.state_dict().items()] == keys
+    rng = np.random.default_rng(3)
+    state = {k: (np.array(7, np.int64) if k.endswith("num_batches_tracked")
+                 else rng.standard_normal(shape).astype(np.float32)) for k, shape in keys}
+    m.load_state_dict(state, strict=True)
+    np.testing.assert_array_equal(m.fc.bias.data, state["fc.bias"])
+    np.testing.assert_array_equal(m.layer4[2].conv3.adder.data, state["layer4.2.conv3.adder"])
 
 
 def test_get_model_and_argument_errors():

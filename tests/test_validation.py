@@ -398,8 +398,8 @@ def test_module_constructor_arguments():
         nn.Adder2d(0, 8, 3)
     with pytest.raises(ValueError, match=r"norm must be one of"):
         nn.Adder2d(3, 8, 3, norm="l0")
-    with pytest.raises(ValueError, match=r"Adder2d has no bias"):
-        nn.Adder2d(3, 8, 3, bias=True)
+    with pytest.raises(TypeError, match=r"bias must be a bool, got 'yes'"):
+        nn.Adder2d(3, 8, 3, bias="yes")
 
 
 def test_module_float64_after_to():
@@ -537,3 +537,65 @@ def test_nan_does_not_leak_across_batch(backend):
         gi, _ = ops.adder2d_backward(x, w, g, STRIDE, PAD, "l2")
     assert np.isnan(y[0]).any() and np.isfinite(y[1:]).all()  # (all-padding windows stay finite)
     assert np.isfinite(gi[1:]).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# padding="same" / "valid" (PyTorch's strings), resolved in one place: _validate.conv_padding
+# ---------------------------------------------------------------------------------------------
+def test_conv_padding_same_valid_pairs():
+    from addercore.ops._validate import conv_padding
+
+    assert conv_padding("valid", (3, 5), (2, 1)) == (0, 0)
+    assert conv_padding("same", (3, 5), (1, 1)) == (1, 2)
+    assert conv_padding("same", (1, 7), (1, 1)) == (0, 3)
+    # dilation d spreads the taps over d·(k − 1) + 1 rows: padding d·(k − 1) / 2 per side
+    assert conv_padding("same", (3, 3), (1, 1), dilation=(2, 3)) == (2, 3)
+    assert conv_padding("same", (2, 3), (1, 1), dilation=(2, 1)) == (1, 1)  # 2·(2−1) is even
+    assert conv_padding((2, 0), (3, 3), (1, 1)) == (2, 0) and conv_padding(1, (3, 3), (2, 2)) == (1, 1)
+    with pytest.raises(ValueError, match=r"padding='same' needs stride 1 .*got stride \(2, 1\)"):
+        conv_padding("same", (3, 3), (2, 1))
+    with pytest.raises(ValueError, match=r"padding='same' with kernel \(3, 4\).*\(2, 3\) padding"
+                                         r".*bottom/right.*symmetrically"):
+        conv_padding("same", (3, 4), (1, 1))
+    with pytest.raises(ValueError, match=r"padding must be an int, a pair of ints or one of "
+                                         r"\('same', 'valid'\), got 'full'"):
+        conv_padding("full", (3, 3), (1, 1))
+
+
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3), (5, 3), (3, 7)])
+def test_ops_padding_same_keeps_size_and_equals_explicit_padding(kernel):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 6, 9))
+    w = rng.standard_normal((4, 3) + kernel)
+    explicit = ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
+    y = ops.adder2d_forward(x, w, 1, "same")
+    assert y.shape == (2, 4, 6, 9)
+    np.testing.assert_array_equal(y, ops.adder2d_forward(x, w, 1, explicit))
+    g = rng.standard_normal(y.shape)
+    for a, b in zip(ops.adder2d_backward(x, w, g, 1, "same"),
+                    ops.adder2d_backward(x, w, g, 1, explicit)):
+        np.testing.assert_array_equal(a, b)
+    yc = ops.conv2d_forward(x, w, 1, "same")
+    assert yc.shape == (2, 4, 6, 9)
+    np.testing.assert_array_equal(yc, ops.conv2d_forward(x, w, 1, explicit))
+    for a, b in zip(ops.conv2d_backward(x, w, g, 1, "same"),
+                    ops.conv2d_backward(x, w, g, 1, explicit)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ops.conv2d_forward(x, w, 2, "valid"), ops.conv2d_forward(x, w, 2, 0))
+    np.testing.assert_array_equal(ops.adder2d_forward(x, w, 2, "valid"), ops.adder2d_forward(x, w, 2, 0))
+
+
+def test_layers_padding_same_and_valid():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 2, 7, 5)).astype(np.float32)
+    for cls in (nn.Adder2d, nn.Conv2d):
+        same = cls(2, 3, (3, 5), padding="same", rng=np.random.default_rng(0))
+        assert same.padding == (1, 2) and same(x).shape == (1, 3, 7, 5)
+        valid = cls(2, 3, 3, stride=2, padding="valid", rng=np.random.default_rng(0))
+        assert valid.padding == (0, 0) and valid(x).shape == (1, 3, 3, 2)
+        with pytest.raises(ValueError, match=r"padding='same' needs stride 1"):
+            cls(2, 3, 3, stride=2, padding="same")
+        with pytest.raises(ValueError, match=r"padding='same' with kernel \(2, 2\)"):
+            cls(2, 3, 2, padding="same")
+    with pytest.raises(ValueError, match=r"padding='same' with kernel \(4, 3\)"):
+        ops.adder2d_forward(x, np.zeros((3, 2, 4, 3), np.float32), 1, "same")

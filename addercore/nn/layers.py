@@ -13,12 +13,12 @@ import warnings
 import numpy as np
 
 from .. import functional as F
-from ..ops._validate import as_pair, choice
+from ..ops._validate import as_pair, choice, conv_padding
 from ..ops.options import FILTER_GRADS, INPUT_GRADS, NORMS, default_input_grad
 from .module import Module, Parameter
 
-__all__ = ["Adder2d", "Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d", "Linear", "Flatten",
-           "manual_seed"]
+__all__ = ["Adder2d", "Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d", "AdaptiveAvgPool2d",
+           "Linear", "Flatten", "manual_seed"]
 
 _default_rng = np.random.default_rng(0)
 
@@ -68,26 +68,35 @@ def _kaiming_uniform(shape, fan_in, rng, dtype):
 
 
 class Adder2d(Module):
-    """Adder layer: ``y = -Σ|X_patch - F|`` (ℓ1) or ``-Σ(X_patch - F)²`` (ℓ2), no bias.
+    """Adder layer: ``y = -Σ|X_patch - F|`` (ℓ1) or ``-Σ(X_patch - F)²`` (ℓ2), plus an optional
+    per-channel bias.
 
-    Parameters: ``adder`` (out_channels, in_channels, kh, kw), initialised N(0, 1) (method §7.2).
+    Parameters: ``adder`` (out_channels, in_channels, kh, kw), initialised N(0, 1) (method §7.2);
+    with ``bias=True`` also ``b`` (out_channels,), initialised U(0, 1) and added to every output
+    of its channel. Both names are the authors' (their adder.py: ``self.adder``, and
+    ``self.b = nn.Parameter(nn.init.uniform_(torch.zeros(output_channel)))`` when
+    ``bias=True``), so their state dicts load unchanged; :attr:`bias` returns ``b`` (or None),
+    as ``Conv2d.bias`` does. The paper's networks put BatchNorm after every adder layer and use
+    no bias.
     ``eta`` is the adaptive-scaling coefficient the optimiser applies to this layer's filter
     gradient (None disables it for this layer; reassigning ``eta`` or ``adder`` later takes
     effect at the next optimiser step); ``filter_grad``/``input_grad`` choose the
-    substituted gradients (see :func:`addercore.ops.adder2d_backward`).
+    substituted gradients (see :func:`addercore.ops.adder2d_backward`). ``padding``: an int, a
+    pair, or PyTorch's ``"same"`` (stride 1, odd kernels) / ``"valid"``, stored as the pair.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
                  norm="l1", eta=0.2, filter_grad="full", input_grad=None, rng=None,
                  dtype=np.float32):
         super().__init__()
-        if bias:
-            raise ValueError("Adder2d has no bias (every adder layer is followed by BatchNorm)")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be a bool, got {bias!r}")
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
         self.stride = as_pair(stride, "stride", 1)
-        self.padding = as_pair(padding, "padding", 0)
+        # "same"/"valid" become the (ph, pw) pair here, once (ops/_validate.conv_padding)
+        self.padding = conv_padding(padding, self.kernel_size, self.stride)
         self.norm = choice(norm, "norm", NORMS)
         self.filter_grad = choice(filter_grad, "filter_grad", FILTER_GRADS)
         if input_grad is None:
@@ -95,7 +104,15 @@ class Adder2d(Module):
         self.input_grad = choice(input_grad, "input_grad", INPUT_GRADS)
         self.eta = eta
         shape = (self.out_channels, self.in_channels) + self.kernel_size
-        self.adder = Parameter(_rng(rng).standard_normal(shape).astype(dtype))
+        rng = _rng(rng)
+        self.adder = Parameter(rng.standard_normal(shape).astype(dtype))
+        if bias:
+            self.b = Parameter(rng.uniform(0.0, 1.0, size=self.out_channels).astype(dtype))
+
+    @property
+    def bias(self):
+        """The per-channel bias Parameter ``b`` (out_channels,), or None without a bias."""
+        return self._parameters.get("b")
 
     # The layer owns eta; the optimiser reads it from the filter Parameter's ``adaptive_eta``,
     # which these two setters keep equal to it whatever the user assigns, so the optimiser
@@ -129,15 +146,17 @@ class Adder2d(Module):
 
     def forward(self, x):
         return F.adder2d(x, self.adder, self.stride, self.padding, self.norm, self.filter_grad,
-                         self.input_grad)
+                         self.input_grad, self.bias)
 
     def extra_repr(self):
+        bias = ", bias=True" if self.bias is not None else ""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, norm={self.norm!r}")
+                f"stride={self.stride}, padding={self.padding}, norm={self.norm!r}{bias}")
 
 
 class Conv2d(Module):
-    """Multiplication convolution; ``weight`` (out, in, kh, kw), optional ``bias`` (out,)."""
+    """Multiplication convolution; ``weight`` (out, in, kh, kw), optional ``bias`` (out,).
+    ``padding`` as :class:`Adder2d`'s (an int, a pair, ``"same"`` or ``"valid"``)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  rng=None, dtype=np.float32):
@@ -146,7 +165,7 @@ class Conv2d(Module):
         self.out_channels = _positive_int(out_channels, "out_channels")
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
         self.stride = as_pair(stride, "stride", 1)
-        self.padding = as_pair(padding, "padding", 0)
+        self.padding = conv_padding(padding, self.kernel_size, self.stride)
         fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         shape = (self.out_channels, self.in_channels) + self.kernel_size
         rng = _rng(rng)
@@ -207,7 +226,7 @@ class BatchNorm2d(Module):
 
 _warned_relu_after_adder = False
 # ops whose output is <= 0 wherever their input is (looked through for the warning below)
-_SIGN_KEEPING_OPS = ("max_pool2d", "avg_pool2d", "reshape")
+_SIGN_KEEPING_OPS = ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "reshape")
 
 
 class ReLU(Module):
@@ -245,6 +264,22 @@ class AvgPool2d(Module):
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed ``output_size`` (Ho or (Ho, Wo)) whatever the input's H×W,
+    with PyTorch's windows (rows ``[floor(i·H/Ho), ceil((i+1)·H/Ho))``); ``output_size=1`` is
+    the global average the ImageNet ResNets end with."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = as_pair(output_size, "output_size", 1)
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
 
 
 class MaxPool2d(Module):

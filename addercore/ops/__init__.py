@@ -11,7 +11,9 @@ why), what compiled and reference promise to agree on, and its golden kind.
 :func:`compiled_ops` lists the ops running compiled code now; ``python -m addercore ops``
 prints the table; ``docs/adding-an-op.md`` walks through adding an op.
 
-``stride`` and ``padding`` are an int or a pair ``(h, w)``; kernels may be non-square.
+``stride`` and ``padding`` are an int or a pair ``(h, w)``; kernels may be non-square. The
+adder layer and the convolution also take PyTorch's ``padding="same"`` (stride 1, odd
+``dilation·(k − 1)``: see :func:`._validate.conv_padding`) and ``"valid"`` (no padding).
 
 Validation (see ``docs/robustness.md``): bad types/dtypes raise ``TypeError``, bad shapes and
 values ``ValueError``, each naming the argument with the expected and received shape/dtype.
@@ -21,8 +23,8 @@ results of the right shape; NaN/Inf are not checked and propagate as in numpy.
 import numpy as np
 
 from . import reference
-from ._validate import (as_pair, choice, conv_geometry, expect_shape, float_array, real_scalar,
-                        same_dtype, shape_tuple)
+from ._validate import (as_pair, choice, conv_geometry, conv_padding, expect_shape, float_array,
+                        real_scalar, same_dtype, shape_tuple)
 from .geometry import Conv2dGeometry, output_size
 from .options import FILTER_GRADS, INPUT_GRADS, NORMS, default_input_grad
 from .table import compiled_ops, describe, implementation as _impl, register
@@ -36,8 +38,21 @@ def _conv_args(x, weight, stride, padding):
     weight = float_array(weight, "weight", 4, "(Cout, Cin, kh, kw)")
     same_dtype(x=x, weight=weight)
     stride = as_pair(stride, "stride", 1)
-    padding = as_pair(padding, "padding", 0)
+    padding = conv_padding(padding, weight.shape[2:], stride)
     return x, weight, conv_geometry(x, weight, stride, padding)
+
+
+def _add_channel_bias(y, bias, x, weight):
+    """``y[:, c] += bias[c]`` in place (the bias path of the adder layer and the convolution);
+    ``bias`` None leaves ``y`` as it is. bias: (Cout,), x's dtype."""
+    if bias is None:
+        return y
+    bias = float_array(bias, "bias", 1, "(Cout,)")
+    same_dtype(x=x, bias=bias)
+    if bias.shape[0] != weight.shape[0]:
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    y += bias[None, :, None, None]
+    return y
 
 
 def _grad_output(grad_output, x, geometry):
@@ -51,16 +66,19 @@ def _grad_output(grad_output, x, geometry):
 # Adder layer
 # --------------------------------------------------------------------------------------------
 @register("adder2d", agreement="bit-exact", golden="adder2d")
-def adder2d_forward(x, weight, stride=1, padding=0, norm="l1"):
+def adder2d_forward(x, weight, stride=1, padding=0, norm="l1", bias=None):
     """Adder layer forward (method §2).
 
-    x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw), same float dtype.
+    x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw), same float dtype; bias: (Cout,) or None.
     Returns y: (N, Cout, Ho, Wo) with ``y = -Σ|Xp_patch - F|`` (``norm="l1"``) or
-    ``-Σ(Xp_patch - F)²`` (``norm="l2"``), summed in the canonical order (c, i, j ascending).
+    ``-Σ(Xp_patch - F)²`` (``norm="l2"``), summed in the canonical order (c, i, j ascending),
+    plus ``bias[c]`` added afterwards to every output of channel c (the authors' optional
+    ``b``, as in their adder.py). Its gradient is ``grad_output.sum(axis=(0, 2, 3))``.
     """
     x, weight, geo = _conv_args(x, weight, stride, padding)
     choice(norm, "norm", NORMS)
-    return _impl("adder2d_forward")(x, weight, geo.stride, geo.padding, norm, geometry=geo)
+    y = _impl("adder2d_forward")(x, weight, geo.stride, geo.padding, norm, geometry=geo)
+    return _add_channel_bias(y, bias, x, weight)
 
 
 @register("adder2d", golden="adder2d")
@@ -107,13 +125,7 @@ def conv2d_forward(x, weight, stride=1, padding=0, bias=None):
     """
     x, weight, geo = _conv_args(x, weight, stride, padding)
     y = _impl("conv2d_forward")(x, weight, geo.stride, geo.padding, geometry=geo)
-    if bias is not None:
-        bias = float_array(bias, "bias", 1, "(Cout,)")
-        same_dtype(x=x, bias=bias)
-        if bias.shape[0] != weight.shape[0]:
-            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
-        y += bias[None, :, None, None]
-    return y
+    return _add_channel_bias(y, bias, x, weight)
 
 
 @register("conv2d", golden="conv2d")
@@ -302,6 +314,34 @@ def avg_pool2d_backward(x_shape, grad_output, kernel_size, stride=None):
         raise ValueError(f"kernel_size {kernel} is larger than the input {x_shape[2:]}")
     expect_shape(g, "grad_output", _pool_out_shape(x_shape, kernel, stride))
     return _impl("avg_pool2d_backward")(x_shape, g, kernel, stride)
+
+
+_NO_COMPILED_ADAPTIVE = "global pooling once per network: numpy window sums suffice"
+
+
+@register("avg_pool2d", compiled=False, no_compiled=_NO_COMPILED_ADAPTIVE)
+def adaptive_avg_pool2d_forward(x, output_size):
+    """Adaptive average pooling, as PyTorch's: x (N, C, H, W) -> (N, C, Ho, Wo) for
+    ``output_size`` = Ho (square) or (Ho, Wo). Output ``(i, j)`` is the mean of input rows
+    ``[floor(i·H/Ho), ceil((i+1)·H/Ho))`` and the same columns for ``j``; ``output_size`` 1
+    is the global average. Same dtype as x."""
+    x = float_array(x, "x", 4, "(N, C, H, W)")
+    out = as_pair(output_size, "output_size", 1)
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"x must have non-zero height and width, got shape {x.shape}")
+    return _impl("adaptive_avg_pool2d_forward")(x, out)
+
+
+@register("avg_pool2d", compiled=False, no_compiled=_NO_COMPILED_ADAPTIVE)
+def adaptive_avg_pool2d_backward(x_shape, grad_output):
+    """Adaptive average pooling backward: grad_output (N, C, Ho, Wo) -> grad_input of shape
+    ``x_shape`` (N, C, H, W); the output size is grad_output's."""
+    x_shape = shape_tuple(x_shape, "x_shape", 4, "(N, C, H, W)")
+    g = float_array(grad_output, "grad_output", 4, "(N, C, Ho, Wo)")
+    if x_shape[2] < 1 or x_shape[3] < 1 or g.shape[2] < 1 or g.shape[3] < 1:
+        raise ValueError(f"x_shape {x_shape} and grad_output {g.shape} need non-zero H and W")
+    expect_shape(g, "grad_output", x_shape[:2] + g.shape[2:])
+    return _impl("adaptive_avg_pool2d_backward")(x_shape, g)
 
 
 def _max_pool_args(kernel_size, stride, padding):

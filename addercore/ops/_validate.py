@@ -41,6 +41,35 @@ def as_pair(value, name, minimum, maximum=INT_MAX):
     return tuple(out)
 
 
+PADDING_MODES = ("same", "valid")
+
+
+def conv_padding(padding, kernel, stride, dilation=(1, 1), name="padding"):
+    """The ``(ph, pw)`` pair of a sliding-window layer's ``padding``: an int, a pair of ints
+    >= 0, or PyTorch's strings. ``"valid"`` is no padding; ``"same"`` keeps H×W (stride 1
+    only, as in PyTorch) by padding ``dilation·(k − 1) / 2`` on each side. PyTorch pads an
+    odd total (an even kernel) one more at the bottom/right; the kernels here pad
+    symmetrically, so that case is refused with ValueError rather than silently shifted.
+    ``kernel``, ``stride``, ``dilation``: int pairs, already checked."""
+    if not isinstance(padding, str):
+        return as_pair(padding, name, 0)
+    if padding not in PADDING_MODES:
+        raise ValueError(f"{name} must be an int, a pair of ints or one of {PADDING_MODES}, "
+                         f"got {padding!r}")
+    if padding == "valid":
+        return (0, 0)
+    if tuple(stride) != (1, 1):
+        raise ValueError(f"{name}='same' needs stride 1 (as in PyTorch), got stride {stride}")
+    total = tuple(d * (k - 1) for d, k in zip(dilation, kernel))
+    if total[0] % 2 or total[1] % 2:
+        raise ValueError(
+            f"{name}='same' with kernel {tuple(kernel)} (dilation {tuple(dilation)}) needs "
+            f"{total} padding rows/columns in all, an odd number that PyTorch splits "
+            f"unevenly (the extra one at the bottom/right); addercore pads symmetrically "
+            f"only: use an odd kernel, or pad the input yourself and pass padding=0")
+    return (total[0] // 2, total[1] // 2)
+
+
 def float_array(a, name, ndim=None, shape_hint=""):
     """Check ``a`` is a float32/float64 ndarray of rank ``ndim``; return it C-contiguous.
 

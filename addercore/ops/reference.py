@@ -34,6 +34,8 @@ __all__ = [
     "batch_norm2d_relu_apply",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
+    "adaptive_avg_pool2d_forward",
+    "adaptive_avg_pool2d_backward",
     "max_pool2d_forward",
     "max_pool2d_backward",
     "relu_forward",
@@ -347,6 +349,37 @@ def avg_pool2d_backward(x_shape, grad_output, kernel, stride=None):
     for i in range(kh):
         for j in range(kw):
             grad_input[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += share
+    return grad_input
+
+
+def adaptive_windows(in_size, out_size):
+    """PyTorch's adaptive pooling windows along one axis: output ``i`` averages input
+    ``[floor(i·in/out), ceil((i+1)·in/out))``; a list of ``(start, end)``."""
+    return [((i * in_size) // out_size, -((-(i + 1) * in_size) // out_size))
+            for i in range(out_size)]
+
+
+def adaptive_avg_pool2d_forward(x, output_size):
+    """Adaptive average pooling: x (N, C, H, W) -> (N, C, Ho, Wo) with ``output_size`` =
+    (Ho, Wo); each output the mean of its :func:`adaptive_windows` window."""
+    ho, wo = pair(output_size)
+    y = np.empty(x.shape[:2] + (ho, wo), dtype=x.dtype)
+    for i, (hs, he) in enumerate(adaptive_windows(x.shape[2], ho)):
+        for j, (ws, we) in enumerate(adaptive_windows(x.shape[3], wo)):
+            y[:, :, i, j] = x[:, :, hs:he, ws:we].sum(axis=(2, 3)) / x.dtype.type(
+                (he - hs) * (we - ws))
+    return y
+
+
+def adaptive_avg_pool2d_backward(x_shape, grad_output):
+    """Adaptive average pooling backward -> grad_input of shape ``x_shape``: each output's
+    gradient spread evenly over its window (overlapping windows add)."""
+    ho, wo = grad_output.shape[2:]
+    grad_input = np.zeros(x_shape, dtype=grad_output.dtype)
+    for i, (hs, he) in enumerate(adaptive_windows(x_shape[2], ho)):
+        for j, (ws, we) in enumerate(adaptive_windows(x_shape[3], wo)):
+            area = grad_output.dtype.type((he - hs) * (we - ws))
+            grad_input[:, :, hs:he, ws:we] += (grad_output[:, :, i, j] / area)[:, :, None, None]
     return grad_input
 
 
