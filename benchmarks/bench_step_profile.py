@@ -160,7 +160,15 @@ def measure(batch, rounds, threads=(1, 2), kind="adder"):
             with addercore.num_threads(n):
                 time.sleep(0.2)  # park spinning pools between configurations
                 timers.rows = {}
-                per_phase[n].append(step())
+                phases = step()
+                for phase, total in phases.items():
+                    # the phase minus its ops: Python and engine code between the ops (per
+                    # round, before taking medians)
+                    inside = [sum(v[i] for (ph, _, _), v in timers.rows.items() if ph == phase)
+                              for i in range(4)]
+                    timers.rows[(phase, "python/engine between ops", "")] = tuple(
+                        total[i] - inside[i] for i in range(4)) + (1,)
+                per_phase[n].append(phases)
                 per_op[n].append(timers.rows)
 
     def med(samples):
@@ -192,13 +200,6 @@ def report(ops_, phases, batch, threads=(1, 2)):
     for k in keys:
         row(f"{k[0]:9} {k[1]:26} {k[2]:19}", ops_[a][k], ops_[b].get(k, zero),
             str(int(ops_[a][k][4])))
-    for phase in ("forward", "backward", "optimiser"):
-        rest = []
-        for n in threads:  # the phase minus its ops: Python and engine code between the ops
-            inside = [sum(v[i] for (ph, _, _), v in ops_[n].items() if ph == phase)
-                      for i in range(4)]
-            rest.append([phases[n][phase][i] - inside[i] for i in range(4)])
-        row(f"{phase:9} {'python/engine between ops':26} {'':19}", rest[0], rest[1])
     total = [[sum(v[i] for v in phases[n].values()) for i in range(4)] for n in threads]
     row(f"{'step':9} {'total':26} {'':19}", total[0], total[1])
     lines.append(f"# batch {batch}: wall {batch / total[0][0]:.1f} img/s at {a} thread, "
