@@ -37,7 +37,8 @@ def test_avg_pool_backward_tiling_windows_exact_per_element():
     for dtype in (np.float32, np.float64):
         for shape, kernel, stride in (((3, 4, 8, 8), (8, 8), None), ((2, 3, 6, 9), (2, 3), None),
                                       ((2, 3, 6, 9), (2, 3), (2, 3)), ((2, 2, 7, 9), (2, 3), None),
-                                      ((2, 2, 6, 6), (3, 3), (1, 2))):
+                                      ((2, 2, 6, 6), (3, 3), (1, 2)),
+                                      ((3, 4, 8, 8), (8, 8), (1, 1)), ((2, 2, 8, 6), (4, 6), (4, 1))):
             kh, kw = kernel
             sh, sw = stride or kernel
             ho, wo = (shape[2] - kh) // sh + 1, (shape[3] - kw) // sw + 1

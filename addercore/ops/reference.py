@@ -338,9 +338,11 @@ def avg_pool2d_forward(x, kernel, stride=None):
 
 
 def _windows_tile(x_shape, kernel, stride, ho, wo):
-    """True when the pooling windows cover the (H, W) plane exactly, without overlap or gaps."""
-    return (tuple(stride) == tuple(kernel) and x_shape[2] == ho * kernel[0]
-            and x_shape[3] == wo * kernel[1])
+    """True when the pooling windows cover the (H, W) plane exactly, without overlap or gaps:
+    per axis, ``out · kernel == size`` and the stride equals the kernel or there is a single
+    window (ResNet's ``AvgPool2d(8, stride=1)`` on an 8×8 plane)."""
+    return all(size == out * k and (out == 1 or s == k)
+               for size, out, k, s in zip(x_shape[2:], (ho, wo), kernel, stride))
 
 
 def avg_pool2d_backward(x_shape, grad_output, kernel, stride=None):
