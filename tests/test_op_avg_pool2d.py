@@ -103,3 +103,30 @@ def test_adaptive_avg_pool_module_and_autograd():
     F.sum(F.mul(y, g)).backward()
     np.testing.assert_array_equal(x.grad, ops.adaptive_avg_pool2d_backward(x.data.shape, g))
     assert "output_size=(3, 2)" in repr(pool)
+def test_avg_pool_backward_tiling_windows_exact_per_element():
+    # Windows that tile the plane (ResNet's global 8x8 pool, stride = kernel) take a one-pass
+    # broadcast path; every input element gets exactly its window's share, computed as 0 + share
+    # (so a -0.0 share gives +0.0, as the tap loop does), and the overlapping/gapped geometries
+    # keep the loop: compare both with a per-element Python loop.
+    for dtype in (np.float32, np.float64):
+        for shape, kernel, stride in (((3, 4, 8, 8), (8, 8), None), ((2, 3, 6, 9), (2, 3), None),
+                                      ((2, 3, 6, 9), (2, 3), (2, 3)), ((2, 2, 7, 9), (2, 3), None),
+                                      ((2, 2, 6, 6), (3, 3), (1, 2)),
+                                      ((3, 4, 8, 8), (8, 8), (1, 1)), ((2, 2, 8, 6), (4, 6), (4, 1))):
+            kh, kw = kernel
+            sh, sw = stride or kernel
+            ho, wo = (shape[2] - kh) // sh + 1, (shape[3] - kw) // sw + 1
+            g = RNG.standard_normal(shape[:2] + (ho, wo)).astype(dtype)
+            g.flat[::3] = -0.0
+            gi = ops.avg_pool2d_backward(shape, g, kernel, stride)
+            expected = np.zeros(shape, dtype=dtype)
+            for n, c, i, j in np.ndindex(*g.shape):
+                share = g[n, c, i, j] / dtype(kh * kw)
+                expected[n, c, sh * i:sh * i + kh, sw * j:sw * j + kw] += share
+            assert gi.dtype == dtype
+            if sh >= kh and sw >= kw:  # one share per element: exact, whatever the order
+                assert gi.tobytes() == expected.tobytes(), (shape, kernel, stride, dtype)
+                assert not np.signbit(gi[gi == 0]).any()
+            else:  # overlapping windows: sums of several shares, in another order
+                np.testing.assert_allclose(gi, expected, rtol=1e-5 if dtype == np.float32
+                                           else 1e-12, atol=1e-6)

@@ -339,6 +339,14 @@ def avg_pool2d_forward(x, kernel, stride=None):
     return acc / x.dtype.type(kh * kw)
 
 
+def _windows_tile(x_shape, kernel, stride, ho, wo):
+    """True when the pooling windows cover the (H, W) plane exactly, without overlap or gaps:
+    per axis, ``out · kernel == size`` and the stride equals the kernel or there is a single
+    window (ResNet's ``AvgPool2d(8, stride=1)`` on an 8×8 plane)."""
+    return all(size == out * k and (out == 1 or s == k)
+               for size, out, k, s in zip(x_shape[2:], (ho, wo), kernel, stride))
+
+
 def avg_pool2d_backward(x_shape, grad_output, kernel, stride=None):
     """Average pooling backward -> grad_input of shape ``x_shape``."""
     kh, kw = kernel = pair(kernel)
@@ -346,6 +354,12 @@ def avg_pool2d_backward(x_shape, grad_output, kernel, stride=None):
     ho, wo = grad_output.shape[2:]
     grad_input = np.zeros(x_shape, dtype=grad_output.dtype)
     share = grad_output / grad_output.dtype.type(kh * kw)
+    if _windows_tile(x_shape, kernel, (sh, sw), ho, wo):
+        # each input element is in exactly one window: one broadcast pass (0 + share, as the
+        # loop below computes it, so -0.0 shares give +0.0 in both) instead of kh·kw strided ones
+        n, c = x_shape[:2]
+        grad_input.reshape(n, c, ho, kh, wo, kw)[...] += share[:, :, :, None, :, None]
+        return grad_input
     for i in range(kh):
         for j in range(kw):
             grad_input[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += share
