@@ -103,6 +103,8 @@ def test_adaptive_avg_pool_module_and_autograd():
     F.sum(F.mul(y, g)).backward()
     np.testing.assert_array_equal(x.grad, ops.adaptive_avg_pool2d_backward(x.data.shape, g))
     assert "output_size=(3, 2)" in repr(pool)
+
+
 def test_avg_pool_backward_tiling_windows_exact_per_element():
     # Windows that tile the plane (ResNet's global 8x8 pool, stride = kernel) take a one-pass
     # broadcast path; every input element gets exactly its window's share, computed as 0 + share
