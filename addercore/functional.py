@@ -36,7 +36,7 @@ def _tensor(value):
 
 def adder2d(x, weight, stride=1, padding=0, norm="l1", filter_grad="full", input_grad=None,
             dilation=1, groups=1):
-    """Adder layer (method §2, §4; grouped/dilated §2.5).
+    """Adder layer (method §2, §4; grouped/dilated §2.6).
 
     x (N, Cin, H, W), weight (Cout, Cin/groups, kh, kw) -> (N, Cout, Ho, Wo).
 
@@ -60,7 +60,7 @@ def adder2d(x, weight, stride=1, padding=0, norm="l1", filter_grad="full", input
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """Convolution. x (N, Cin, H, W), weight (Cout, Cin/groups, kh, kw), bias (Cout,) or
-    None; ``dilation``/``groups`` as in PyTorch (method §2.5)."""
+    None; ``dilation``/``groups`` as in PyTorch (method §2.6)."""
     x, weight = _tensor(x), _tensor(weight)
     bias = None if bias is None else _tensor(bias)
     y = ops.conv2d_forward(x.data, weight.data, stride, padding,

@@ -1,5 +1,5 @@
 """Grouped (``groups``, depthwise at groups = Cin) and dilated (``dilation``) adder and
-convolution layers (method §2.5, §4.5): the numpy reference against brute-force loops over
+convolution layers (method §2.6, §4.6): the numpy reference against brute-force loops over
 every index written here from the formulas, central finite differences of the true gradients,
 the compiled kernels against the reference (adder forward bit for bit, at 1 and 2 threads),
 the validation errors, and the nn layers' shapes and PyTorch semantics.

@@ -197,7 +197,7 @@ def cases(small=False):
         _net("resnet20_adder_forward_f32", (3, 3, 3), (16, 32, 64), "adder", 40005,
              small=False, dtype="float32", step=False, tol=_TOL_NET_F32),
     ]
-    # -- grouped (depthwise) and dilated layers (method §2.5) -----------------------------------
+    # -- grouped (depthwise) and dilated layers (method §2.6) -----------------------------------
     s = iter(range(50000, 60000))
     for dt in ("float64", "float32"):
         t = "f64" if dt == "float64" else "f32"

@@ -80,7 +80,7 @@ class Adder2d(Module):
     """Adder layer: ``y = -Σ|X_patch - F|`` (ℓ1) or ``-Σ(X_patch - F)²`` (ℓ2), no bias.
 
     Parameters: ``adder`` (out_channels, in_channels/groups, kh, kw), initialised N(0, 1)
-    (method §7.2). ``dilation`` and ``groups`` as in PyTorch's Conv2d (method §2.5).
+    (method §7.2). ``dilation`` and ``groups`` as in PyTorch's Conv2d (method §2.6).
     ``eta`` is the adaptive-scaling coefficient the optimiser applies to this layer's filter
     gradient (None disables it for this layer; reassigning ``eta`` or ``adder`` later takes
     effect at the next optimiser step); ``filter_grad``/``input_grad`` choose the

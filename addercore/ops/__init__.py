@@ -14,7 +14,7 @@ prints the table; ``docs/adding-an-op.md`` walks through adding an op.
 ``stride``, ``padding`` and ``dilation`` are an int or a pair ``(h, w)``; kernels may be
 non-square. ``groups`` (adder and convolution layers) splits the channels into groups that see
 only their own slice (``groups = Cin`` is the depthwise layer): weight ``(Cout, Cin/groups, kh,
-kw)``, both channel counts divisible by ``groups`` (method §2.5).
+kw)``, both channel counts divisible by ``groups`` (method §2.6).
 
 Validation (see ``docs/robustness.md``): bad types/dtypes raise ``TypeError``, bad shapes and
 values ``ValueError``, each naming the argument with the expected and received shape/dtype.
@@ -56,7 +56,7 @@ def _grad_output(grad_output, x, geometry):
 # --------------------------------------------------------------------------------------------
 @register("adder2d", agreement="bit-exact", golden="adder2d")
 def adder2d_forward(x, weight, stride=1, padding=0, norm="l1", dilation=1, groups=1):
-    """Adder layer forward (method §2; grouped/dilated §2.5).
+    """Adder layer forward (method §2; grouped/dilated §2.6).
 
     x: (N, Cin, H, W); weight: (Cout, Cin/groups, kh, kw), same float dtype.
     Returns y: (N, Cout, Ho, Wo) with ``y = -Σ|Xp_patch - F|`` (``norm="l1"``) or
@@ -75,7 +75,7 @@ def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1",
     """Adder layer backward with the substituted gradients of method §4.
 
     x: (N, Cin, H, W); weight: (Cout, Cin/groups, kh, kw); grad_output: (N, Cout, Ho, Wo);
-    ``dilation``/``groups`` as in :func:`adder2d_forward` (gradients: method §4.5).
+    ``dilation``/``groups`` as in :func:`adder2d_forward` (gradients: method §4.6).
     filter_grad: "full" (``Σ (X - F)·G``, default; for ℓ2 the exact ``Σ 2(X - F)·G``) or
     "sign" (``Σ sgn(X - F)·G``). input_grad: "hardtanh" (``Σ_t clip(F - X, -1, 1)·G``), "sign"
     (``Σ_t -sgn(X - F)·G``) or "exact"; default "hardtanh" for ℓ1 and "exact" for ℓ2.

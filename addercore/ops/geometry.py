@@ -7,7 +7,7 @@ object that validation (:func:`addercore.ops._validate.conv_geometry`) builds on
 and hands down to the reference and compiled kernels.
 
 ``dilation`` (tap ``(i, j)`` reads input ``(h·sh + i·dh − ph, w·sw + j·dw − pw)``) and
-``groups`` (output channel ``o`` sees only the input channels of its group, method §2.5) are
+``groups`` (output channel ``o`` sees only the input channels of its group, method §2.6) are
 handled by every sliding-window kernel, reference and compiled.
 """
 import numbers

@@ -88,7 +88,7 @@ def adder2d_forward(x, weight, stride=1, padding=0, norm="l1", geometry=None):
     ``norm="l1"``: ``y = -Σ |Xp_patch - F|``; ``norm="l2"``: ``y = -Σ (Xp_patch - F)²``.
     Summed tap by tap in the canonical order (c, i, j ascending over the group's
     ``Cin/groups·kh·kw`` taps) in the arrays' dtype; dilation and groups from ``geometry``
-    (method §2.5).
+    (method §2.6).
     """
     geo = _geometry(x, weight, stride, padding, geometry)
     xp = pad_input(x, geo.padding)
