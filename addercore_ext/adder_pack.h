@@ -113,7 +113,8 @@ static void FN(pack_patches_padded)(const T_IN *restrict xp, int C, int Hp, int 
         for (int i = 0; i < kh; i++) {
             for (int j = 0; j < kw; j++) {
                 T_IN *out = col + ((long)(c * kh + i) * kw + j) * ldc;
-                const T_IN *base = xc + (long)i * dh * Wp + (long)j * dw; /* (h, w) at base + h·sh·Wp + w·sw */
+                /* (h, w) at base + h·sh·Wp + w·sw */
+                const T_IN *base = xc + (long)i * dh * Wp + (long)j * dw;
                 int h, w0, w1;
                 FN(segment_first)(p_lo, p_hi, Wo, &h, &w0, &w1);
                 for (long p = p_lo; p < p_hi;) {
@@ -193,8 +194,8 @@ static void FN(copy_tile)(const T_ACC *restrict g, long ldg, int rows, long n, l
 
 /* ---------------------------------------------------------------------------------------
  * col2im of output positions [p_lo, p_hi) of one image, accumulating:
- * gx[c, h·sh+i·dh-ph, w·sw+j·dw-pw] += dcol[k, p - p_lo] for the taps inside the image (taps on the
- * padding are dropped).  gx: (C, H, W), must be initialised.  Fixed order (c, i, j, p):
+ * gx[c, h·sh+i·dh-ph, w·sw+j·dw-pw] += dcol[k, p - p_lo] for the taps inside the image
+ * (taps on the padding are dropped).  gx: (C, H, W), must be initialised.  Fixed order (c, i, j, p):
  * deterministic.
  * ------------------------------------------------------------------------------------- */
 static void FN(unpack_patches_add)(const T_ACC *dcol, int C, int H, int W, int kh, int kw,
