@@ -259,7 +259,8 @@ def test_groups_and_dilation_validation():
             op(x, np.zeros((6, 1, 3, 3)), groups=3)
         with pytest.raises(ValueError, match="groups=2 must divide.*output channels"):
             op(x, np.zeros((3, 2, 3, 3)), groups=2)
-        with pytest.raises(ValueError, match=r"expects 4 per group \(groups=2\)"):
+        with pytest.raises(ValueError, match=r"expects 4 per group \(groups=2; weight must "
+                                             r"be \(Cout, Cin/groups, kh, kw\)\)"):
             op(x, np.zeros((4, 4, 3, 3)), groups=2)
         with pytest.raises(ValueError, match="groups must be in"):
             op(x, np.zeros((4, 4, 3, 3)), groups=0)

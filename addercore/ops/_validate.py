@@ -132,11 +132,11 @@ def conv_geometry(x, weight, stride, padding, x_name="x", w_name="weight", dilat
                          f"output channels ({weight.shape[0]}) ({x_name} shape {x.shape}, "
                          f"{w_name} shape {weight.shape})")
     if x.shape[1] != weight.shape[1] * groups:
-        per = f" per group (groups={groups})" if groups > 1 else ""
+        per = (f" per group (groups={groups}; {w_name} must be (Cout, Cin/groups, kh, kw))"
+               if groups > 1 else "")
         raise ValueError(
             f"{x_name} has {x.shape[1]} channels but {w_name} expects {weight.shape[1]}{per} "
-            f"({x_name} shape {x.shape}, {w_name} shape {weight.shape}; {w_name} must be "
-            f"(Cout, Cin/groups, kh, kw))"
+            f"({x_name} shape {x.shape}, {w_name} shape {weight.shape})"
         )
     if x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(
