@@ -41,10 +41,11 @@ def _bias_grad(g):
 
 
 def adder2d(x, weight, stride=1, padding=0, norm="l1", filter_grad="full", input_grad=None,
-            bias=None):
-    """Adder layer (method §2, §4).
+            dilation=1, groups=1, bias=None):
+    """Adder layer (method §2, §4; grouped/dilated §2.6).
 
-    x (N, Cin, H, W), weight (Cout, Cin, kh, kw), bias (Cout,) or None -> (N, Cout, Ho, Wo).
+    x (N, Cin, H, W), weight (Cout, Cin/groups, kh, kw), bias (Cout,) or None
+    -> (N, Cout, Ho, Wo).
 
     The recorded backward uses the substituted gradients (``filter_grad``, ``input_grad``, see
     :func:`addercore.ops.adder2d_backward`); the filter gradient stored in ``weight.grad`` is
@@ -52,12 +53,13 @@ def adder2d(x, weight, stride=1, padding=0, norm="l1", filter_grad="full", input
     """
     x, weight = _tensor(x), _tensor(weight)
     bias = None if bias is None else _tensor(bias)
-    y = ops.adder2d_forward(x.data, weight.data, stride, padding, norm,
+    y = ops.adder2d_forward(x.data, weight.data, stride, padding, norm, dilation, groups,
                             None if bias is None else bias.data)
 
     def backward(g):
         grad_input, grad_weight = ops.adder2d_backward(
-            x.data, weight.data, g, stride, padding, norm, filter_grad, input_grad
+            x.data, weight.data, g, stride, padding, norm, filter_grad, input_grad, dilation,
+            groups
         )
         x._accumulate(grad_input)
         weight._accumulate(grad_weight)
@@ -68,15 +70,17 @@ def adder2d(x, weight, stride=1, padding=0, norm="l1", filter_grad="full", input
     return Tensor._from_op(y, parents, backward, "adder2d")
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0):
-    """Convolution. x (N, Cin, H, W), weight (Cout, Cin, kh, kw), bias (Cout,) or None."""
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Convolution. x (N, Cin, H, W), weight (Cout, Cin/groups, kh, kw), bias (Cout,) or
+    None; ``dilation``/``groups`` as in PyTorch (method §2.6)."""
     x, weight = _tensor(x), _tensor(weight)
     bias = None if bias is None else _tensor(bias)
     y = ops.conv2d_forward(x.data, weight.data, stride, padding,
-                           None if bias is None else bias.data)
+                           None if bias is None else bias.data, dilation, groups)
 
     def backward(g):
-        grad_input, grad_weight = ops.conv2d_backward(x.data, weight.data, g, stride, padding)
+        grad_input, grad_weight = ops.conv2d_backward(x.data, weight.data, g, stride, padding,
+                                                      dilation, groups)
         x._accumulate(grad_input)
         weight._accumulate(grad_weight)
         if bias is not None:

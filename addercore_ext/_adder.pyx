@@ -35,15 +35,17 @@ from cython cimport floating
 
 cdef extern from "adder_kernels.h" nogil:
     void pack_patches_f32(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                          int ph, int pw, long p_lo, long p_hi, int Wo, float *col, long ldc)
+                          int ph, int pw, int dh, int dw, long p_lo, long p_hi, int Wo, float *col,
+                          long ldc)
     void pack_patches_f64(const double *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                          int ph, int pw, long p_lo, long p_hi, int Wo, double *col, long ldc)
+                          int ph, int pw, int dh, int dw, long p_lo, long p_hi, int Wo,
+                          double *col, long ldc)
     void unpack_patches_add_f32(const float *dcol, int C, int H, int W, int kh, int kw, int sh,
-                                int sw, int ph, int pw, long p_lo, long p_hi, int Wo, long ldc,
-                                float *gx)
+                                int sw, int ph, int pw, int dh, int dw, long p_lo, long p_hi,
+                                int Wo, long ldc, float *gx)
     void unpack_patches_add_f64(const double *dcol, int C, int H, int W, int kh, int kw, int sh,
-                                int sw, int ph, int pw, long p_lo, long p_hi, int Wo, long ldc,
-                                double *gx)
+                                int sw, int ph, int pw, int dh, int dw, long p_lo, long p_hi,
+                                int Wo, long ldc, double *gx)
     void copy_tile_f32(const float *g, long ldg, int rows, long n, long ld, float *dst)
     void copy_tile_f64(const double *g, long ldg, int rows, long n, long ld, double *dst)
     void forward_tile_f32(const float *col, long ldc, const float *w, int Cout, int K, long P,
@@ -67,9 +69,11 @@ cdef extern from "adder_kernels.h" nogil:
     const double *pack_source_f64(const double *x, int C, int H, int W, int ph, int pw, int sw,
                                   double *xp)
     void pack_tile_f32(const float *src, int C, int H, int W, int kh, int kw, int sh, int sw,
-                       int ph, int pw, long p_lo, long p_hi, int Wo, float *col, long ldc)
+                       int ph, int pw, int dh, int dw, long p_lo, long p_hi, int Wo, float *col,
+                       long ldc)
     void pack_tile_f64(const double *src, int C, int H, int W, int kh, int kw, int sh, int sw,
-                       int ph, int pw, long p_lo, long p_hi, int Wo, double *col, long ldc)
+                       int ph, int pw, int dh, int dw, long p_lo, long p_hi, int Wo, double *col,
+                       long ldc)
     const char *addercore_simd_name()
     int IG_HARDTANH, IG_SIGN, IG_L2, IG_CONV
     int FWD_L1, FWD_L2, FWD_DOT
@@ -135,17 +139,25 @@ def tile_capacity(long positions, long tile_positions, itemsize):
 
 
 cdef _check_geometry(int N, int C, int H, int W, int kh, int kw, int sh, int sw, int ph,
-                     int pw, int Ho, int Wo, int num_threads):
+                     int pw, int Ho, int Wo, int num_threads, int dh=1, int dw=1):
     """The drivers trust their arguments inside nogil loops, so every size they index with is
     checked here first (addercore.ops validates user input; this guards direct callers)."""
-    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0:
-        raise ValueError(f"kernel/stride must be >= 1 and padding >= 0, got kernel ({kh}, {kw}) "
-                         f"stride ({sh}, {sw}) padding ({ph}, {pw})")
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0 or dh < 1 or dw < 1:
+        raise ValueError(f"kernel/stride/dilation must be >= 1 and padding >= 0, got kernel "
+                         f"({kh}, {kw}) stride ({sh}, {sw}) padding ({ph}, {pw}) dilation "
+                         f"({dh}, {dw})")
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    if Ho != (H + 2 * ph - kh) // sh + 1 or Wo != (W + 2 * pw - kw) // sw + 1 or Ho < 0 or Wo < 0:
+    if (Ho != (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+            or Wo != (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1 or Ho < 0 or Wo < 0):
         raise ValueError(f"output (Ho, Wo) = ({Ho}, {Wo}) does not match input ({H}, {W}), "
-                         f"kernel ({kh}, {kw}), stride ({sh}, {sw}), padding ({ph}, {pw})")
+                         f"kernel ({kh}, {kw}), stride ({sh}, {sw}), padding ({ph}, {pw}), "
+                         f"dilation ({dh}, {dw})")
+
+
+cdef _check_groups(int C, int Cout, int groups):
+    if groups < 1 or C % groups != 0 or Cout % groups != 0:
+        raise ValueError(f"groups must be >= 1 and divide Cin={C} and Cout={Cout}, got {groups}")
 
 
 cdef _check_workspace(name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t need_rows,
@@ -156,12 +168,12 @@ cdef _check_workspace(name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t need_ro
 
 
 cdef inline void _pack(const floating *x, int C, int H, int W, int kh, int kw, int sh, int sw,
-                       int ph, int pw, long p_lo, long p_hi, int Wo, floating *col,
-                       long ldc) noexcept nogil:
+                       int ph, int pw, int dh, int dw, long p_lo, long p_hi, int Wo,
+                       floating *col, long ldc) noexcept nogil:
     if floating is float:
-        pack_patches_f32(x, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, col, ldc)
+        pack_patches_f32(x, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, p_lo, p_hi, Wo, col, ldc)
     else:
-        pack_patches_f64(x, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, col, ldc)
+        pack_patches_f64(x, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, p_lo, p_hi, Wo, col, ldc)
 
 
 cdef inline const floating *_source(const floating *x, int C, int H, int W, int ph, int pw,
@@ -173,12 +185,12 @@ cdef inline const floating *_source(const floating *x, int C, int H, int W, int 
 
 
 cdef inline void _pack_tile(const floating *src, int C, int H, int W, int kh, int kw, int sh,
-                            int sw, int ph, int pw, long p_lo, long p_hi, int Wo, floating *col,
-                            long ldc) noexcept nogil:
+                            int sw, int ph, int pw, int dh, int dw, long p_lo, long p_hi, int Wo,
+                            floating *col, long ldc) noexcept nogil:
     if floating is float:
-        pack_tile_f32(src, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, col, ldc)
+        pack_tile_f32(src, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, p_lo, p_hi, Wo, col, ldc)
     else:
-        pack_tile_f64(src, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, col, ldc)
+        pack_tile_f64(src, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, p_lo, p_hi, Wo, col, ldc)
 
 
 cdef inline void _copy_tile(const floating *g, long ldg, int rows, long n, long ld,
@@ -190,23 +202,30 @@ cdef inline void _copy_tile(const floating *g, long ldg, int rows, long n, long 
 
 
 cdef inline void _unpack_add(const floating *dcol, int C, int H, int W, int kh, int kw, int sh,
-                             int sw, int ph, int pw, long p_lo, long p_hi, int Wo, long ldc,
-                             floating *gx) noexcept nogil:
+                             int sw, int ph, int pw, int dh, int dw, long p_lo, long p_hi, int Wo,
+                             long ldc, floating *gx) noexcept nogil:
     if floating is float:
-        unpack_patches_add_f32(dcol, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, ldc, gx)
+        unpack_patches_add_f32(dcol, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, p_lo, p_hi, Wo,
+                               ldc, gx)
     else:
-        unpack_patches_add_f64(dcol, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, ldc, gx)
+        unpack_patches_add_f64(dcol, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, p_lo, p_hi, Wo,
+                               ldc, gx)
 
 
 def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                   floating[:, :, :, ::1] y, int kh, int kw, int sh, int sw, int ph, int pw,
                   int mode, long tile_positions, floating[:, ::1] col_workspace,
-                  floating[:, ::1] pad_workspace, int num_threads):
+                  floating[:, ::1] pad_workspace, int num_threads, int groups=1, int dh=1,
+                  int dw=1):
     """y[n, t] = -Σ_k dist(patch - w[t]) for every image (see module docstring); ``mode``
     FORWARD_L1 / FORWARD_L2 picks the distance, FORWARD_CONV computes the convolution
     y[n, t] = Σ_k patch·w[t] instead.
 
-    x (N, Cin, H, W); weight (Cout, K) with K = Cin·kh·kw; y (N, Cout, Ho, Wo) written.
+    x (N, Cin, H, W); weight (Cout, K) with K = Cin/groups·kh·kw; y (N, Cout, Ho, Wo) written.
+    ``groups``: output channels [g·Cout/groups, (g+1)·Cout/groups) see only input channels
+    [g·Cin/groups, (g+1)·Cin/groups) (each group is a layer of its own over its channel slice);
+    ``dh``/``dw``: the dilation (tap (i, j) reads input row h·sh + i·dh - ph, column
+    w·sw + j·dw - pw).
     Each image is processed in tiles of ``tile_positions`` consecutive output positions
     (p = h·Wo + w, across row ends; a remainder shorter than FORWARD_BLOCK joins the last
     tile), packed into the thread's row of col_workspace (>= num_threads rows of
@@ -216,16 +235,18 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int Cout = y.shape[1], Ho = y.shape[2], Wo = y.shape[3]
-    cdef int K = C * kh * kw
+    _check_groups(C, Cout, groups)
+    cdef int Cg = C // groups, Og = Cout // groups
+    cdef int K = Cg * kh * kw
     cdef long P = <long>Ho * Wo
     cdef Py_ssize_t n
-    cdef int tid
-    cdef long p_lo, p_hi, ld, cap, lanes, merge
+    cdef int tid, g
+    cdef long p_lo, p_hi, ld, cap, lanes, merge, plane
     cdef floating *col
     cdef floating *xp
     cdef const floating *src
     cdef floating *yn
-    _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
+    _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads, dh, dw)
     if y.shape[0] != N or weight.shape[0] != Cout or weight.shape[1] != K:
         raise ValueError(f"y must be (N={N}, Cout, Ho, Wo) and weight (Cout, K={K}), got "
                          f"({y.shape[0]}, {y.shape[1]}, {y.shape[2]}, {y.shape[3]}) and "
@@ -251,19 +272,23 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
         xp = &pad_workspace[tid, 0]
         for n in prange(N, schedule="static"):
             src = _source(&x[n, 0, 0, 0], C, H, W, ph, pw, sw, xp)
+            # channel stride of the packing source: the padded copy's plane, or x's own
+            plane = <long>H * W if src == &x[n, 0, 0, 0] else <long>(H + 2 * ph) * (W + 2 * pw)
             yn = &y[n, 0, 0, 0]
-            p_lo = 0
-            while p_lo < P:
-                p_hi = _tile_end(p_lo, P, tile_positions, merge)
-                ld = _round_up(p_hi - p_lo, lanes)
-                _pack_tile(src, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, col, ld)
-                if floating is float:
-                    forward_tile_f32(col, ld, &weight[0, 0], Cout, K, p_hi - p_lo, yn + p_lo, P,
-                                     mode)
-                else:
-                    forward_tile_f64(col, ld, &weight[0, 0], Cout, K, p_hi - p_lo, yn + p_lo, P,
-                                     mode)
-                p_lo = p_hi
+            for g in range(groups):
+                p_lo = 0
+                while p_lo < P:
+                    p_hi = _tile_end(p_lo, P, tile_positions, merge)
+                    ld = _round_up(p_hi - p_lo, lanes)
+                    _pack_tile(src + <long>g * Cg * plane, Cg, H, W, kh, kw, sh, sw, ph, pw, dh, dw,
+                               p_lo, p_hi, Wo, col, ld)
+                    if floating is float:
+                        forward_tile_f32(col, ld, &weight[g * Og, 0], Og, K, p_hi - p_lo,
+                                         yn + g * Og * P + p_lo, P, mode)
+                    else:
+                        forward_tile_f64(col, ld, &weight[g * Og, 0], Og, K, p_hi - p_lo,
+                                         yn + g * Og * P + p_lo, P, mode)
+                    p_lo = p_hi
 
 
 def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight_t,
@@ -272,11 +297,12 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                    int input_mode, long tile_positions, floating[:, ::1] col_workspace,
                    floating[:, ::1] gt_workspace, floating[:, ::1] pad_workspace,
                    floating[:, :, ::1] partial_grad_weight, floating[:, ::1] partial_grad_sum,
-                   int num_threads):
+                   int num_threads, int groups=1, int dh=1, int dw=1):
     """Accumulate the adder backward of a batch, slot by slot (see module docstring).
 
-    x (N, Cin, H, W); weight_t (K, Cout): the filters transposed (each tap's Cout values
-    contiguous, as the input-gradient block reads them);
+    x (N, Cin, H, W); weight_t (groups·K, Cout/groups), K = Cin/groups·kh·kw: each group's
+    filters transposed, group after group (each tap's Cout/groups values contiguous, as the
+    input-gradient block reads them); ``groups``, ``dh``/``dw`` as in adder_forward;
     grad_output (N, Cout, Ho, Wo);
     grad_input (N, Cin, H, W) written (zeroed here first);
     partial_grad_weight (S, Cout, K) and partial_grad_sum (S, Cout) must be zero on entry:
@@ -293,28 +319,31 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int Cout = grad_output.shape[1], Ho = grad_output.shape[2], Wo = grad_output.shape[3]
-    cdef int K = C * kh * kw
+    _check_groups(C, Cout, groups)
+    cdef int Cg = C // groups, Og = Cout // groups
+    cdef int K = Cg * kh * kw
     cdef long P = <long>Ho * Wo
     cdef int S = partial_grad_weight.shape[0]
     cdef Py_ssize_t s, n, n_lo, n_hi, e, count
-    cdef int tid
-    cdef long p_lo, p_hi, ld, cap, lanes, merge
+    cdef int tid, g
+    cdef long p_lo, p_hi, ld, cap, lanes, merge, plane
+    cdef const floating *wT
     cdef floating *col
     cdef floating *gx
     cdef floating *gT
     cdef floating *gb
     cdef floating *xp
     cdef const floating *src
-    _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
+    _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads, dh, dw)
     x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     gi_shape = (grad_input.shape[0], grad_input.shape[1], grad_input.shape[2], grad_input.shape[3])
     go_shape = (grad_output.shape[0], grad_output.shape[1], grad_output.shape[2],
                 grad_output.shape[3])
-    if (go_shape[0] != N or gi_shape != x_shape or weight_t.shape[0] != K
-            or weight_t.shape[1] != Cout):
+    if (go_shape[0] != N or gi_shape != x_shape or weight_t.shape[0] != groups * K
+            or weight_t.shape[1] != Og):
         raise ValueError(f"grad_output must be (N={N}, Cout, Ho, Wo), grad_input {x_shape} and "
-                         f"weight_t (K={K}, Cout={Cout}), got {go_shape}, {gi_shape} and "
-                         f"({weight_t.shape[0]}, {weight_t.shape[1]})")
+                         f"weight_t (groups·K={groups * K}, Cout/groups={Og}), got {go_shape}, "
+                         f"{gi_shape} and ({weight_t.shape[0]}, {weight_t.shape[1]})")
     if (input_mode != IG_HARDTANH and input_mode != IG_SIGN and input_mode != IG_L2
             and input_mode != IG_CONV):
         raise ValueError(f"input_mode must be one of the INPUT_GRAD_* constants, got {input_mode}")
@@ -357,62 +386,69 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                 if P == 0 or Cout == 0:
                     continue
                 src = _source(&x[n, 0, 0, 0], C, H, W, ph, pw, sw, xp)
-                p_lo = 0
-                while p_lo < P:
-                    p_hi = _tile_end(p_lo, P, tile_positions, merge)
-                    ld = _round_up(p_hi - p_lo, lanes)
-                    # the patches and grad_output of the tile, both zero-padded to ld columns:
-                    # the kernels run whole vectors, the padding contributes exact zeros
-                    _pack_tile(src, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, col, ld)
-                    _copy_tile(&grad_output[n, 0, 0, 0] + p_lo, P, Cout, p_hi - p_lo, ld, gb)
-                    if floating is float:
-                        if filter_sign:
-                            filter_grad_sign_tile_f32(col, &weight_t[0, 0], gb, ld, Cout, K, ld,
-                                                      &partial_grad_weight[s, 0, 0])
+                plane = <long>H * W if src == &x[n, 0, 0, 0] else <long>(H + 2 * ph) * (W + 2 * pw)
+                for g in range(groups):
+                    wT = &weight_t[g * K, 0]
+                    p_lo = 0
+                    while p_lo < P:
+                        p_hi = _tile_end(p_lo, P, tile_positions, merge)
+                        ld = _round_up(p_hi - p_lo, lanes)
+                        # the patches and grad_output of the tile, both zero-padded to ld
+                        # columns: the kernels run whole vectors, the padding adds exact zeros
+                        _pack_tile(src + <long>g * Cg * plane, Cg, H, W, kh, kw, sh, sw, ph, pw, dh,
+                                   dw, p_lo, p_hi, Wo, col, ld)
+                        _copy_tile(&grad_output[n, g * Og, 0, 0] + p_lo, P, Og, p_hi - p_lo, ld,
+                                   gb)
+                        if floating is float:
+                            if filter_sign:
+                                filter_grad_sign_tile_f32(col, wT, gb, ld, Og, K, ld,
+                                                          &partial_grad_weight[s, g * Og, 0])
+                            else:
+                                filter_grad_full_tile_t_f32(col, gb, ld, Og, K, ld,
+                                                            &partial_grad_weight[s, g * Og, 0],
+                                                            &partial_grad_sum[s, g * Og], gT)
+                            input_grad_tile_f32(col, wT, gb, ld, Og, K, ld, input_mode)
                         else:
-                            filter_grad_full_tile_t_f32(col, gb, ld, Cout, K, ld,
-                                                        &partial_grad_weight[s, 0, 0],
-                                                        &partial_grad_sum[s, 0], gT)
-                        input_grad_tile_f32(col, &weight_t[0, 0], gb, ld, Cout, K, ld, input_mode)
-                    else:
-                        if filter_sign:
-                            filter_grad_sign_tile_f64(col, &weight_t[0, 0], gb, ld, Cout, K, ld,
-                                                      &partial_grad_weight[s, 0, 0])
-                        else:
-                            filter_grad_full_tile_t_f64(col, gb, ld, Cout, K, ld,
-                                                        &partial_grad_weight[s, 0, 0],
-                                                        &partial_grad_sum[s, 0], gT)
-                        input_grad_tile_f64(col, &weight_t[0, 0], gb, ld, Cout, K, ld, input_mode)
-                    _unpack_add(col, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, ld, gx)
-                    p_lo = p_hi
+                            if filter_sign:
+                                filter_grad_sign_tile_f64(col, wT, gb, ld, Og, K, ld,
+                                                          &partial_grad_weight[s, g * Og, 0])
+                            else:
+                                filter_grad_full_tile_t_f64(col, gb, ld, Og, K, ld,
+                                                            &partial_grad_weight[s, g * Og, 0],
+                                                            &partial_grad_sum[s, g * Og], gT)
+                            input_grad_tile_f64(col, wT, gb, ld, Og, K, ld, input_mode)
+                        _unpack_add(col, Cg, H, W, kh, kw, sh, sw, ph, pw, dh, dw, p_lo, p_hi, Wo,
+                                    ld, gx + <long>g * Cg * H * W)
+                        p_lo = p_hi
 
 
 def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, int kh, int kw, int sh,
-           int sw, int ph, int pw, int Ho, int Wo, int num_threads):
+           int sw, int ph, int pw, int Ho, int Wo, int num_threads, int dh=1, int dw=1):
     """Patch matrix of a batch, images side by side: x (N, C, H, W) -> cols (C·kh·kw, N·Ho·Wo)
     (written; column n·Ho·Wo + p is position p of image n), ready for one GEMM."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef long P = <long>Ho * Wo
     cdef long ldc = cols.shape[1]
     cdef Py_ssize_t n
-    _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
+    _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads, dh, dw)
     _check_workspace("cols", cols.shape[0], cols.shape[1], <Py_ssize_t>C * kh * kw, N * P)
     if N == 0 or cols.shape[0] == 0 or P == 0:
         return
     with nogil:
         for n in prange(N, schedule="static", num_threads=num_threads):
-            _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, 0, P, Wo, &cols[0, n * P], ldc)
+            _pack(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, 0, P, Wo,
+                  &cols[0, n * P], ldc)
 
 
 def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] x, int kh, int kw, int sh,
-           int sw, int ph, int pw, int Ho, int Wo, int num_threads):
+           int sw, int ph, int pw, int Ho, int Wo, int num_threads, int dh=1, int dw=1):
     """Adjoint of im2col: cols (C·kh·kw, N·Ho·Wo) summed into x (N, C, H, W) (zeroed here)."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef long P = <long>Ho * Wo
     cdef long ldc = cols.shape[1]
     cdef Py_ssize_t n, e, count = <Py_ssize_t>C * H * W
     cdef floating *gx
-    _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
+    _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads, dh, dw)
     _check_workspace("cols", cols.shape[0], cols.shape[1], <Py_ssize_t>C * kh * kw, N * P)
     if N == 0 or count == 0:
         return
@@ -422,4 +458,5 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] x, int kh, int kw
             for e in range(count):
                 gx[e] = 0
             if cols.shape[0] > 0 and P > 0:
-                _unpack_add(&cols[0, n * P], C, H, W, kh, kw, sh, sw, ph, pw, 0, P, Wo, ldc, gx)
+                _unpack_add(&cols[0, n * P], C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, 0, P, Wo,
+                            ldc, gx)

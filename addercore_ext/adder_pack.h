@@ -25,7 +25,8 @@ static inline void FN(segment_next)(long p, long p_hi, int Wo, int *h, int *w0, 
     *w1 = p_hi - p < (long)Wo ? (int)(p_hi - p) : Wo;
 }
 
-/* Output columns [*w_lo, *w_hi) whose input column w·sw + j - pw lies inside [0, W). */
+/* Output columns [*w_lo, *w_hi) whose input column w·sw + j - pw lies inside [0, W) (j: the
+ * tap's column offset, already times the dilation). */
 static inline void FN(valid_columns)(int Wo, int W, int sw, int j, int pw, int *w_lo, int *w_hi)
 {
     int lo = 0, hi = Wo;
@@ -37,11 +38,12 @@ static inline void FN(valid_columns)(int Wo, int W, int sw, int j, int pw, int *
 
 /* ---------------------------------------------------------------------------------------
  * im2col of output positions [p_lo, p_hi) of one image: col[k, p - p_lo] with k = (c, i, j)
- * row-major.  x: (C, H, W); col: (C·kh·kw, >= p_hi - p_lo) with row stride ldc.  Taps on the
+ * row-major; tap (i, j) reads input (h·sh + i·dh - ph, w·sw + j·dw - pw) (dh, dw: dilation).
+ * x: (C, H, W); col: (C·kh·kw, >= p_hi - p_lo) with row stride ldc.  Taps on the
  * zero padding are written as 0.  Bounds-checked: any stride and padding.
  * ------------------------------------------------------------------------------------- */
 static void FN(pack_patches)(const T_IN *restrict x, int C, int H, int W, int kh, int kw, int sh,
-                             int sw, int ph, int pw, long p_lo, long p_hi, int Wo,
+                             int sw, int ph, int pw, int dh, int dw, long p_lo, long p_hi, int Wo,
                              T_IN *restrict col, long ldc)
 {
     for (int c = 0; c < C; c++) {
@@ -50,17 +52,17 @@ static void FN(pack_patches)(const T_IN *restrict x, int C, int H, int W, int kh
             for (int j = 0; j < kw; j++) {
                 T_IN *row = col + ((long)(c * kh + i) * kw + j) * ldc;
                 int w_lo, w_hi;
-                FN(valid_columns)(Wo, W, sw, j, pw, &w_lo, &w_hi);
+                FN(valid_columns)(Wo, W, sw, j * dw, pw, &w_lo, &w_hi);
                 int h, w0, w1;
                 FN(segment_first)(p_lo, p_hi, Wo, &h, &w0, &w1);
                 for (long p = p_lo; p < p_hi;) {
                     T_IN *out = row + (p - p_lo); /* out[w - w0] for w in [w0, w1) */
-                    int xh = h * sh + i - ph;
+                    int xh = h * sh + i * dh - ph;
                     int a = w_lo > w0 ? w_lo : w0, b = w_hi < w1 ? w_hi : w1;
                     if (xh < 0 || xh >= H || a >= b) {
                         for (int w = w0; w < w1; w++) out[w - w0] = (T_IN)0;
                     } else {
-                        const T_IN *xrow = xc + (long)xh * W + j - pw;
+                        const T_IN *xrow = xc + (long)xh * W + j * dw - pw;
                         for (int w = w0; w < a; w++) out[w - w0] = (T_IN)0;
                         if (sw == 1) {
                             for (int w = a; w < b; w++) out[w - w0] = xrow[w];
@@ -103,15 +105,16 @@ static void FN(pad_image)(const T_IN *restrict x, int C, int H, int W, int ph, i
 /* im2col of output positions [p_lo, p_hi) from the padded image xp (C, Hp, Wp); same layout
  * as pack_patches. */
 static void FN(pack_patches_padded)(const T_IN *restrict xp, int C, int Hp, int Wp, int kh,
-                                    int kw, int sh, int sw, long p_lo, long p_hi, int Wo,
-                                    T_IN *restrict col, long ldc)
+                                    int kw, int sh, int sw, int dh, int dw, long p_lo, long p_hi,
+                                    int Wo, T_IN *restrict col, long ldc)
 {
     for (int c = 0; c < C; c++) {
         const T_IN *xc = xp + (long)c * Hp * Wp;
         for (int i = 0; i < kh; i++) {
             for (int j = 0; j < kw; j++) {
                 T_IN *out = col + ((long)(c * kh + i) * kw + j) * ldc;
-                const T_IN *base = xc + (long)i * Wp + j; /* (h, w) at base + h·sh·Wp + w·sw */
+                /* (h, w) at base + h·sh·Wp + w·sw */
+                const T_IN *base = xc + (long)i * dh * Wp + (long)j * dw;
                 int h, w0, w1;
                 FN(segment_first)(p_lo, p_hi, Wo, &h, &w0, &w1);
                 for (long p = p_lo; p < p_hi;) {
@@ -162,13 +165,14 @@ static const T_IN *FN(pack_source)(const T_IN *x, int C, int H, int W, int ph, i
  * the kernels may then run whole vectors over a tile whose length is not a multiple of the
  * vector width (the lanes past the tile read zeros and are never stored). */
 static void FN(pack_tile)(const T_IN *src, int C, int H, int W, int kh, int kw, int sh, int sw,
-                          int ph, int pw, long p_lo, long p_hi, int Wo, T_IN *col, long ldc)
+                          int ph, int pw, int dh, int dw, long p_lo, long p_hi, int Wo, T_IN *col,
+                          long ldc)
 {
     if (FN(pack_uses_padded)(sw))
-        FN(pack_patches_padded)(src, C, H + 2 * ph, W + 2 * pw, kh, kw, sh, sw, p_lo, p_hi, Wo,
-                                col, ldc);
+        FN(pack_patches_padded)(src, C, H + 2 * ph, W + 2 * pw, kh, kw, sh, sw, dh, dw, p_lo,
+                                p_hi, Wo, col, ldc);
     else
-        FN(pack_patches)(src, C, H, W, kh, kw, sh, sw, ph, pw, p_lo, p_hi, Wo, col, ldc);
+        FN(pack_patches)(src, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, p_lo, p_hi, Wo, col, ldc);
     const long n = p_hi - p_lo, K = (long)C * kh * kw;
     if (n < ldc)
         for (long k = 0; k < K; k++)
@@ -190,13 +194,13 @@ static void FN(copy_tile)(const T_ACC *restrict g, long ldg, int rows, long n, l
 
 /* ---------------------------------------------------------------------------------------
  * col2im of output positions [p_lo, p_hi) of one image, accumulating:
- * gx[c, h·sh+i-ph, w·sw+j-pw] += dcol[k, p - p_lo] for the taps inside the image (taps on the
- * padding are dropped).  gx: (C, H, W), must be initialised.  Fixed order (c, i, j, p):
+ * gx[c, h·sh+i·dh-ph, w·sw+j·dw-pw] += dcol[k, p - p_lo] for the taps inside the image
+ * (taps on the padding are dropped).  gx: (C, H, W), must be initialised.  Fixed order (c, i, j, p):
  * deterministic.
  * ------------------------------------------------------------------------------------- */
 static void FN(unpack_patches_add)(const T_ACC *dcol, int C, int H, int W, int kh, int kw,
-                                   int sh, int sw, int ph, int pw, long p_lo, long p_hi, int Wo,
-                                   long ldc, T_ACC *gx)
+                                   int sh, int sw, int ph, int pw, int dh, int dw, long p_lo,
+                                   long p_hi, int Wo, long ldc, T_ACC *gx)
 {
     for (int c = 0; c < C; c++) {
         T_ACC *gc = gx + (long)c * H * W;
@@ -204,15 +208,15 @@ static void FN(unpack_patches_add)(const T_ACC *dcol, int C, int H, int W, int k
             for (int j = 0; j < kw; j++) {
                 const T_ACC *row = dcol + ((long)(c * kh + i) * kw + j) * ldc;
                 int w_lo, w_hi;
-                FN(valid_columns)(Wo, W, sw, j, pw, &w_lo, &w_hi);
+                FN(valid_columns)(Wo, W, sw, j * dw, pw, &w_lo, &w_hi);
                 int h, w0, w1;
                 FN(segment_first)(p_lo, p_hi, Wo, &h, &w0, &w1);
                 for (long p = p_lo; p < p_hi;) {
-                    int xh = h * sh + i - ph;
+                    int xh = h * sh + i * dh - ph;
                     int a = w_lo > w0 ? w_lo : w0, b = w_hi < w1 ? w_hi : w1;
                     if (xh >= 0 && xh < H) {
                         const T_ACC *in = row + (p - p_lo); /* in[w - w0], w in [w0, w1) */
-                        T_ACC *grow = gc + (long)xh * W + j - pw;
+                        T_ACC *grow = gc + (long)xh * W + j * dw - pw;
                         if (sw == 1) {
                             for (int w = a; w < b; w++) grow[w] += in[w - w0];
                         } else {

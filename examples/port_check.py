@@ -42,13 +42,18 @@ DEFAULT_GOLDEN = os.path.join(HERE, os.pardir, "tests", "golden")
 # --------------------------------------------------------------------------------------------
 # The "port": naive kernels written from docs/method.md (§2 forward, §4 gradients)
 # --------------------------------------------------------------------------------------------
-def _geometry(x, w, stride, padding):
+def _geometry(x, w, stride, padding, dilation=(1, 1), groups=1):
     # The shapes and output size (docs/golden-format.md §2) from addercore's one geometry
     # object: bookkeeping shared with the port, not a kernel; every value below is computed
-    # by the naive loops of this file.
-    g = Conv2dGeometry.from_shapes(x.shape, w.shape, stride, padding)
+    # by the naive loops of this file. cin is the group's Cin/groups (the weight's axis 1).
+    g = Conv2dGeometry.from_shapes(x.shape, w.shape, stride, padding, dilation, groups)
     (sh, sw), (ph, pw) = g.stride, g.padding
-    return g.n, g.cin, g.h, g.w, g.cout, g.kh, g.kw, sh, sw, ph, pw, g.ho, g.wo
+    return g.n, g.cin_group, g.h, g.w, g.cout, g.kh, g.kw, sh, sw, ph, pw, g.ho, g.wo
+
+
+def _window(p):
+    """(dilation, groups) of a case's params (absent: (1, 1) and 1)."""
+    return tuple(p.get("dilation", (1, 1))), p.get("groups", 1)
 
 
 def _pixel(x, n, c, r, s, ph, pw):
@@ -59,8 +64,11 @@ def _pixel(x, n, c, r, s, ph, pw):
     return x.dtype.type(0)
 
 
-def adder2d(x, w, g, stride, padding, norm, filter_grad, input_grad, eta):
-    n, cin, h, wd, cout, kh, kw, sh, sw, ph, pw, ho, wo = _geometry(x, w, stride, padding)
+def adder2d(x, w, g, stride, padding, norm, filter_grad, input_grad, eta, dilation=(1, 1),
+            groups=1):
+    n, cin, h, wd, cout, kh, kw, sh, sw, ph, pw, ho, wo = _geometry(x, w, stride, padding,
+                                                                    dilation, groups)
+    (dh, dw), og = dilation, cout // groups
     dt = x.dtype.type
     y = np.zeros((n, cout, ho, wo), dtype=x.dtype)
     gx = np.zeros_like(x)
@@ -74,8 +82,9 @@ def adder2d(x, w, g, stride, padding, norm, filter_grad, input_grad, eta):
                     for c in range(cin):  # canonical order: c, then i, then j
                         for i in range(kh):
                             for j in range(kw):
-                                r, s = oh * sh + i, ow * sw + j
-                                d = _pixel(x, b, c, r, s, ph, pw) - w[t, c, i, j]  # X - F
+                                r, s = oh * sh + i * dh, ow * sw + j * dw
+                                xc = t // og * cin + c  # input channel: the group's c-th
+                                d = _pixel(x, b, xc, r, s, ph, pw) - w[t, c, i, j]  # X - F
                                 acc = acc + (abs(d) if norm == "l1" else d * d)
                                 # filter gradient
                                 if filter_grad == "sign":
@@ -93,7 +102,7 @@ def adder2d(x, w, g, stride, padding, norm, filter_grad, input_grad, eta):
                                 else:  # sign, and exact for l1
                                     ig = -dt(np.sign(d))
                                 if ph <= r < ph + h and pw <= s < pw + wd:
-                                    gx[b, c, r - ph, s - pw] += ig * go
+                                    gx[b, xc, r - ph, s - pw] += ig * go
                     y[b, t, oh, ow] = -acc
     norm2 = np.sqrt(np.sum(gw.astype(np.float64) ** 2))
     factor = eta * np.sqrt(gw.size) / max(norm2, 1e-12)
@@ -101,8 +110,10 @@ def adder2d(x, w, g, stride, padding, norm, filter_grad, input_grad, eta):
             "grad_weight_adaptive": (gw * x.dtype.type(factor)).astype(x.dtype)}
 
 
-def conv2d(x, w, g, bias, stride, padding):
-    n, cin, h, wd, cout, kh, kw, sh, sw, ph, pw, ho, wo = _geometry(x, w, stride, padding)
+def conv2d(x, w, g, bias, stride, padding, dilation=(1, 1), groups=1):
+    n, cin, h, wd, cout, kh, kw, sh, sw, ph, pw, ho, wo = _geometry(x, w, stride, padding,
+                                                                    dilation, groups)
+    (dh, dw), og = dilation, cout // groups
     y = np.zeros((n, cout, ho, wo), dtype=x.dtype)
     gx, gw = np.zeros_like(x), np.zeros_like(w)
     for b in range(n):
@@ -114,11 +125,12 @@ def conv2d(x, w, g, bias, stride, padding):
                     for c in range(cin):
                         for i in range(kh):
                             for j in range(kw):
-                                r, s = oh * sh + i, ow * sw + j
-                                acc = acc + _pixel(x, b, c, r, s, ph, pw) * w[t, c, i, j]
-                                gw[t, c, i, j] += _pixel(x, b, c, r, s, ph, pw) * go
+                                r, s = oh * sh + i * dh, ow * sw + j * dw
+                                xc = t // og * cin + c  # input channel: the group's c-th
+                                acc = acc + _pixel(x, b, xc, r, s, ph, pw) * w[t, c, i, j]
+                                gw[t, c, i, j] += _pixel(x, b, xc, r, s, ph, pw) * go
                                 if ph <= r < ph + h and pw <= s < pw + wd:
-                                    gx[b, c, r - ph, s - pw] += w[t, c, i, j] * go
+                                    gx[b, xc, r - ph, s - pw] += w[t, c, i, j] * go
                     y[b, t, oh, ow] = acc
     out = {"output": y, "grad_input": gx, "grad_weight": gw}
     if bias is not None:
@@ -157,9 +169,9 @@ def batch_norm2d(x, weight, bias, running_mean, running_var, g, training, moment
 PORT = {
     "adder2d": lambda a, p: adder2d(a["x"], a["weight"], a["grad_output"], p["stride"],
                                     p["padding"], p["norm"], p["filter_grad"], p["input_grad"],
-                                    p["eta"]),
+                                    p["eta"], *_window(p)),
     "conv2d": lambda a, p: conv2d(a["x"], a["weight"], a["grad_output"], a.get("bias"),
-                                  p["stride"], p["padding"]),
+                                  p["stride"], p["padding"], *_window(p)),
     "batch_norm2d": lambda a, p: batch_norm2d(a["x"], a["weight"], a["bias"], a["running_mean"],
                                               a["running_var"], a["grad_output"], p["training"],
                                               p["momentum"], p["eps"]),

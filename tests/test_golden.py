@@ -81,7 +81,7 @@ def test_verify_candidate_pass_and_fail(tmp_path, capsys):
     _candidate_from_golden(cand)
     assert main(["golden", "verify", str(GOLDEN), "--candidate", str(cand), "--strict"]) == 0
     out = capsys.readouterr().out
-    assert "total: 60/60 passed" in out and "max abs err" in out
+    assert "total: 70/70 passed" in out and "max abs err" in out
 
     # within tolerance: a relative perturbation far below the stated rtol still passes
     f = cand / "conv2d_k3s1p1_f32.npz"
@@ -200,7 +200,8 @@ def test_port_check_example(capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     select = ["adder2d_l1_ties_sign_sign_f32", "adder2d_l2_k2x5_s21_p02_f64",
-              "conv2d_k5s3p2_bias_f32", "batch_norm2d_train_adder_like_f32"]
+              "conv2d_k5s3p2_bias_f32", "batch_norm2d_train_adder_like_f32",
+              "adder2d_l1_groups2_dil2_k3s1p2_f32", "conv2d_groups2_dil2x1_k3s1p21_f64"]
     argv = [str(GOLDEN)] + [a for name in select for a in ("--select", name)]
     assert module.main(argv) == 0
     capsys.readouterr()

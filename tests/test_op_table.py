@@ -113,16 +113,16 @@ def test_geometry_is_built_once_and_handed_down(monkeypatch):
     assert (geo.hp, geo.wp, geo.stride, geo.padding) == (9, 8, (2, 1), (1, 0))
 
 
-def test_geometry_formula_and_dilation_guard():
+def test_geometry_formula_dilation_and_groups():
     from addercore.ops.geometry import Conv2dGeometry, output_size
 
     for h, k, s, p in [(7, 3, 1, 1), (8, 1, 2, 0), (11, 5, 3, 2), (5, 5, 1, 0), (2, 3, 4, 1)]:
         assert output_size(h, k, s, p) == len(range(0, h + 2 * p - k + 1, s))
     assert output_size(9, 3, 1, 0, dilation=2) == 5  # extent 5
-    with pytest.raises(ValueError, match="dilation"):
-        Conv2dGeometry(1, 1, 5, 5, 1, 3, 3, dilation=(2, 2))
-    with pytest.raises(ValueError, match="groups"):
-        Conv2dGeometry(1, 2, 5, 5, 2, 3, 3, groups=2)
+    # dilation and groups are supported (the former guard is gone): K and the weight shape
+    # divide by groups, the output size takes the dilated extent
+    geo = Conv2dGeometry(1, 6, 9, 8, 4, 3, 2, (1, 1), (1, 0), (2, 3), 2)
+    assert (geo.k, geo.weight_shape, geo.out_hw, geo.span) == (18, (4, 3, 3, 2), (7, 5), (5, 4))
 
 
 def test_options_are_one_list():

@@ -43,14 +43,25 @@ def _tol(dtype, exact=(), **override):
 # --------------------------------------------------------------------------------------------
 # The case list
 # --------------------------------------------------------------------------------------------
+def _window(params, dilation, groups):
+    """Add ``dilation``/``groups`` to a sliding-window case's params when not the defaults
+    (absent means (1, 1) and 1: the cases made before they existed stay byte-identical)."""
+    if _pair(dilation) != (1, 1):
+        params["dilation"] = list(_pair(dilation))
+    if groups != 1:
+        params["groups"] = groups
+    return params
+
+
 def _adder(name, dtype, x_shape, w_shape, stride, padding, norm="l1", filter_grad="full",
-           input_grad=None, values="normal", seed=0, small=True):
+           input_grad=None, values="normal", seed=0, small=True, dilation=1, groups=1):
     if input_grad is None:
         input_grad = default_input_grad(norm)
     params = {"x_shape": list(x_shape), "weight_shape": list(w_shape),
               "stride": list(_pair(stride)), "padding": list(_pair(padding)), "norm": norm,
               "filter_grad": filter_grad, "input_grad": input_grad, "eta": 0.2,
               "values": values}
+    _window(params, dilation, groups)
     # Small-integer inputs make every sum exact in any order.
     exact = ["output"] if norm == "l1" else []
     if values == "ties":
@@ -59,9 +70,11 @@ def _adder(name, dtype, x_shape, w_shape, stride, padding, norm="l1", filter_gra
             "tolerance": _tol(dtype, exact), "small": small}
 
 
-def _conv(name, dtype, x_shape, w_shape, stride, padding, bias, seed, small=True):
+def _conv(name, dtype, x_shape, w_shape, stride, padding, bias, seed, small=True, dilation=1,
+          groups=1):
     params = {"x_shape": list(x_shape), "weight_shape": list(w_shape),
               "stride": list(_pair(stride)), "padding": list(_pair(padding)), "bias": bias}
+    _window(params, dilation, groups)
     return {"name": name, "op": "conv2d", "dtype": dtype, "seed": seed, "params": params,
             "tolerance": _tol(dtype), "small": small}
 
@@ -183,6 +196,31 @@ def cases(small=False):
         # float32 forward only (training-mode BatchNorm), loose tolerance: see the format doc
         _net("resnet20_adder_forward_f32", (3, 3, 3), (16, 32, 64), "adder", 40005,
              small=False, dtype="float32", step=False, tol=_TOL_NET_F32),
+    ]
+    # -- grouped (depthwise) and dilated layers (method §2.6) -----------------------------------
+    s = iter(range(50000, 60000))
+    for dt in ("float64", "float32"):
+        t = "f64" if dt == "float64" else "f32"
+        out += [
+            _adder(f"adder2d_l1_depthwise_k3s1p1_{t}", dt, (2, 4, 7, 6), (4, 1, 3, 3), 1, 1,
+                   groups=4, seed=next(s)),
+            _adder(f"adder2d_l1_groups2_dil2_k3s1p2_{t}", dt, (2, 4, 8, 9), (6, 2, 3, 3), 1, 2,
+                   dilation=2, groups=2, seed=next(s)),
+            _adder(f"adder2d_l2_depthwise_k3s2p1_{t}", dt, (2, 3, 9, 8), (6, 1, 3, 3), 2, 1,
+                   norm="l2", groups=3, seed=next(s)),
+            _conv(f"conv2d_depthwise_k3s1p1_bias_{t}", dt, (2, 4, 7, 6), (4, 1, 3, 3), 1, 1,
+                  True, next(s), groups=4),
+            _conv(f"conv2d_groups2_dil2x1_k3s1p21_{t}", dt, (2, 4, 8, 9), (6, 2, 3, 3), 1,
+                  (2, 1), False, next(s), dilation=(2, 1), groups=2),
+        ]
+    out += [
+        # a MobileNet-style depthwise block at a real size, and dilation with stride 3
+        _adder("adder2d_l1_depthwise_mobilenet_full_f32", "float32", (2, 32, 28, 28),
+               (32, 1, 3, 3), 2, 1, groups=32, seed=next(s), small=False),
+        _adder("adder2d_l1_groups4_dil3_k3s3p3_full_f64", "float64", (2, 8, 17, 19),
+               (8, 2, 3, 3), 3, 3, dilation=3, groups=4, seed=next(s), small=False),
+        _conv("conv2d_depthwise_mobilenet_full_f32", "float32", (2, 32, 28, 28), (64, 1, 3, 3),
+              1, 1, True, next(s), small=False, groups=32),
     ]
     if small:
         out = [c for c in out if c["small"]]

@@ -8,6 +8,12 @@ __all__ = ["compute_case", "adder2d_outputs", "conv2d_outputs", "batch_norm2d_ou
            "network_outputs"]
 
 
+def _window(p):
+    """The ``dilation``/``groups`` keyword arguments of a sliding-window case (defaults when
+    its params omit them)."""
+    return {"dilation": tuple(p.get("dilation", (1, 1))), "groups": p.get("groups", 1)}
+
+
 def adder2d_outputs(case, inputs):
     """output, grad_input, grad_weight (raw) and grad_weight_adaptive."""
     from .. import ops
@@ -15,9 +21,10 @@ def adder2d_outputs(case, inputs):
     p = case["params"]
     x, w, g = inputs["x"], inputs["weight"], inputs["grad_output"]
     args = (tuple(p["stride"]), tuple(p["padding"]), p["norm"])
-    out = {"output": ops.adder2d_forward(x, w, *args)}
+    window = _window(p)
+    out = {"output": ops.adder2d_forward(x, w, *args, **window)}
     gi, gw = ops.adder2d_backward(x, w, g, *args, filter_grad=p["filter_grad"],
-                                  input_grad=p["input_grad"])
+                                  input_grad=p["input_grad"], **window)
     out.update(grad_input=gi, grad_weight=gw,
                grad_weight_adaptive=ops.adaptive_scale(gw, p["eta"]))
     return out
@@ -30,8 +37,9 @@ def conv2d_outputs(case, inputs):
     p = case["params"]
     x, w, g = inputs["x"], inputs["weight"], inputs["grad_output"]
     st, pad = tuple(p["stride"]), tuple(p["padding"])
-    out = {"output": ops.conv2d_forward(x, w, st, pad, inputs.get("bias"))}
-    out["grad_input"], out["grad_weight"] = ops.conv2d_backward(x, w, g, st, pad)
+    window = _window(p)
+    out = {"output": ops.conv2d_forward(x, w, st, pad, inputs.get("bias"), **window)}
+    out["grad_input"], out["grad_weight"] = ops.conv2d_backward(x, w, g, st, pad, **window)
     if p["bias"]:
         out["grad_bias"] = g.sum(axis=(0, 2, 3))
     return out

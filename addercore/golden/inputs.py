@@ -34,7 +34,8 @@ def sliding_window_inputs(case, rng, dt):
     kind = p.get("values", "normal")
     x = _values(rng, p["x_shape"], kind, dt, "x")
     weight = _values(rng, p["weight_shape"], kind, dt, "w")
-    geo = Conv2dGeometry.from_shapes(p["x_shape"], p["weight_shape"], p["stride"], p["padding"])
+    geo = Conv2dGeometry.from_shapes(p["x_shape"], p["weight_shape"], p["stride"], p["padding"],
+                                     p.get("dilation", 1), p.get("groups", 1))
     gkind = "ties" if kind == "ties" else "normal"
     arrays = {"x": x, "weight": weight,
               "grad_output": _values(rng, geo.out_shape, gkind, dt, "g")}

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from .. import functional as F
-from ..ops._validate import as_pair, choice, conv_padding
+from ..ops._validate import as_pair, choice, conv_padding, group_count
 from ..ops.options import FILTER_GRADS, INPUT_GRADS, NORMS, default_input_grad
 from .module import Module, Parameter
 
@@ -60,6 +60,15 @@ def _check_input_array(layer, x, ndim, layout, channels):
         )
 
 
+def _groups(groups, in_channels, out_channels):
+    """``groups`` of a grouped layer: a positive int dividing both channel counts (PyTorch)."""
+    groups = group_count(groups)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                         f"out_channels={out_channels}")
+    return groups
+
+
 def _kaiming_uniform(shape, fan_in, rng, dtype):
     """PyTorch's default conv/linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)): the bound that
     kaiming_uniform with a=sqrt(5) reduces to."""
@@ -71,13 +80,13 @@ class Adder2d(Module):
     """Adder layer: ``y = -Σ|X_patch - F|`` (ℓ1) or ``-Σ(X_patch - F)²`` (ℓ2), plus an optional
     per-channel bias.
 
-    Parameters: ``adder`` (out_channels, in_channels, kh, kw), initialised N(0, 1) (method §7.2);
-    with ``bias=True`` also ``b`` (out_channels,), initialised U(0, 1) and added to every output
-    of its channel. Both names are the authors' (their adder.py: ``self.adder``, and
-    ``self.b = nn.Parameter(nn.init.uniform_(torch.zeros(output_channel)))`` when
+    Parameters: ``adder`` (out_channels, in_channels/groups, kh, kw), initialised N(0, 1)
+    (method §7.2); with ``bias=True`` also ``b`` (out_channels,), initialised U(0, 1) and added
+    to every output of its channel. Both names are the authors' (their adder.py: ``self.adder``,
+    and ``self.b = nn.Parameter(nn.init.uniform_(torch.zeros(output_channel)))`` when
     ``bias=True``), so their state dicts load unchanged; :attr:`bias` returns ``b`` (or None),
     as ``Conv2d.bias`` does. The paper's networks put BatchNorm after every adder layer and use
-    no bias.
+    no bias. ``dilation`` and ``groups`` as in PyTorch's Conv2d (method §2.6).
     ``eta`` is the adaptive-scaling coefficient the optimiser applies to this layer's filter
     gradient (None disables it for this layer; reassigning ``eta`` or ``adder`` later takes
     effect at the next optimiser step); ``filter_grad``/``input_grad`` choose the
@@ -87,7 +96,7 @@ class Adder2d(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
                  norm="l1", eta=0.2, filter_grad="full", input_grad=None, rng=None,
-                 dtype=np.float32):
+                 dtype=np.float32, *, dilation=1, groups=1):
         super().__init__()
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be a bool, got {bias!r}")
@@ -96,14 +105,16 @@ class Adder2d(Module):
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
         self.stride = as_pair(stride, "stride", 1)
         # "same"/"valid" become the (ph, pw) pair here, once (ops/_validate.conv_padding)
-        self.padding = conv_padding(padding, self.kernel_size, self.stride)
+        self.dilation = as_pair(dilation, "dilation", 1)
+        self.padding = conv_padding(padding, self.kernel_size, self.stride, self.dilation)
         self.norm = choice(norm, "norm", NORMS)
         self.filter_grad = choice(filter_grad, "filter_grad", FILTER_GRADS)
         if input_grad is None:
             input_grad = default_input_grad(norm)
         self.input_grad = choice(input_grad, "input_grad", INPUT_GRADS)
         self.eta = eta
-        shape = (self.out_channels, self.in_channels) + self.kernel_size
+        self.groups = _groups(groups, self.in_channels, self.out_channels)
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         rng = _rng(rng)
         self.adder = Parameter(rng.standard_normal(shape).astype(dtype))
         if bias:
@@ -146,12 +157,19 @@ class Adder2d(Module):
 
     def forward(self, x):
         return F.adder2d(x, self.adder, self.stride, self.padding, self.norm, self.filter_grad,
-                         self.input_grad, self.bias)
+                         self.input_grad, self.dilation, self.groups, self.bias)
 
     def extra_repr(self):
         bias = ", bias=True" if self.bias is not None else ""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, norm={self.norm!r}{bias}")
+                f"stride={self.stride}, padding={self.padding}, norm={self.norm!r}{bias}"
+                + _group_repr(self))
+
+
+def _group_repr(layer):
+    """``, dilation=..., groups=...`` for the non-default values only (PyTorch's repr)."""
+    return ((f", dilation={layer.dilation}" if layer.dilation != (1, 1) else "")
+            + (f", groups={layer.groups}" if layer.groups != 1 else ""))
 
 
 class Conv2d(Module):
@@ -159,15 +177,17 @@ class Conv2d(Module):
     ``padding`` as :class:`Adder2d`'s (an int, a pair, ``"same"`` or ``"valid"``)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 rng=None, dtype=np.float32):
+                 rng=None, dtype=np.float32, *, dilation=1, groups=1):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
         self.stride = as_pair(stride, "stride", 1)
-        self.padding = conv_padding(padding, self.kernel_size, self.stride)
-        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
-        shape = (self.out_channels, self.in_channels) + self.kernel_size
+        self.dilation = as_pair(dilation, "dilation", 1)
+        self.padding = conv_padding(padding, self.kernel_size, self.stride, self.dilation)
+        self.groups = _groups(groups, self.in_channels, self.out_channels)
+        fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         rng = _rng(rng)
         self.weight = Parameter(_kaiming_uniform(shape, fan_in, rng, dtype))
         self.bias = Parameter(_kaiming_uniform((self.out_channels,), fan_in, rng, dtype)) if bias else None
@@ -176,11 +196,13 @@ class Conv2d(Module):
         _check_input_array(self, x, 4, "(N, C, H, W)", self.in_channels)
 
     def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}"
+                + _group_repr(self))
 
 
 class BatchNorm2d(Module):

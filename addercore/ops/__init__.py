@@ -11,9 +11,12 @@ why), what compiled and reference promise to agree on, and its golden kind.
 :func:`compiled_ops` lists the ops running compiled code now; ``python -m addercore ops``
 prints the table; ``docs/adding-an-op.md`` walks through adding an op.
 
-``stride`` and ``padding`` are an int or a pair ``(h, w)``; kernels may be non-square. The
-adder layer and the convolution also take PyTorch's ``padding="same"`` (stride 1, odd
-``dilation·(k − 1)``: see :func:`._validate.conv_padding`) and ``"valid"`` (no padding).
+``stride``, ``padding`` and ``dilation`` are an int or a pair ``(h, w)``; kernels may be
+non-square. The adder layer and the convolution also take PyTorch's ``padding="same"`` (stride
+1, odd ``dilation·(k − 1)``: see :func:`._validate.conv_padding`) and ``"valid"`` (no padding).
+``groups`` (adder and convolution layers) splits the channels into groups that see only their
+own slice (``groups = Cin`` is the depthwise layer): weight ``(Cout, Cin/groups, kh, kw)``, both
+channel counts divisible by ``groups`` (method §2.6).
 
 Validation (see ``docs/robustness.md``): bad types/dtypes raise ``TypeError``, bad shapes and
 values ``ValueError``, each naming the argument with the expected and received shape/dtype.
@@ -32,14 +35,15 @@ from .table import compiled_ops, describe, implementation as _impl, register
 # ``__all__`` (the public ops) is built from the op table at the end of this module.
 
 
-def _conv_args(x, weight, stride, padding):
+def _conv_args(x, weight, stride, padding, dilation=1, groups=1):
     """Validated (x, weight, geometry) of a sliding-window layer call."""
     x = float_array(x, "x", 4, "(N, Cin, H, W)")
-    weight = float_array(weight, "weight", 4, "(Cout, Cin, kh, kw)")
+    weight = float_array(weight, "weight", 4, "(Cout, Cin/groups, kh, kw)")
     same_dtype(x=x, weight=weight)
     stride = as_pair(stride, "stride", 1)
-    padding = conv_padding(padding, weight.shape[2:], stride)
-    return x, weight, conv_geometry(x, weight, stride, padding)
+    dilation = as_pair(dilation, "dilation", 1)
+    padding = conv_padding(padding, weight.shape[2:], stride, dilation)
+    return x, weight, conv_geometry(x, weight, stride, padding, dilation=dilation, groups=groups)
 
 
 def _add_channel_bias(y, bias, x, weight):
@@ -66,16 +70,18 @@ def _grad_output(grad_output, x, geometry):
 # Adder layer
 # --------------------------------------------------------------------------------------------
 @register("adder2d", agreement="bit-exact", golden="adder2d")
-def adder2d_forward(x, weight, stride=1, padding=0, norm="l1", bias=None):
-    """Adder layer forward (method §2).
+def adder2d_forward(x, weight, stride=1, padding=0, norm="l1", dilation=1, groups=1, bias=None):
+    """Adder layer forward (method §2; grouped/dilated §2.6).
 
-    x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw), same float dtype; bias: (Cout,) or None.
-    Returns y: (N, Cout, Ho, Wo) with ``y = -Σ|Xp_patch - F|`` (``norm="l1"``) or
-    ``-Σ(Xp_patch - F)²`` (``norm="l2"``), summed in the canonical order (c, i, j ascending),
-    plus ``bias[c]`` added afterwards to every output of channel c (the authors' optional
-    ``b``, as in their adder.py). Its gradient is ``grad_output.sum(axis=(0, 2, 3))``.
+    x: (N, Cin, H, W); weight: (Cout, Cin/groups, kh, kw), same float dtype; bias: (Cout,) or
+    None. Returns y: (N, Cout, Ho, Wo) with ``y = -Σ|Xp_patch - F|`` (``norm="l1"``) or
+    ``-Σ(Xp_patch - F)²`` (``norm="l2"``), summed in the canonical order (c, i, j ascending over
+    the group's ``K = Cin/groups·kh·kw`` taps), plus ``bias[c]`` added afterwards to every
+    output of channel c (the authors' optional ``b``, as in their adder.py; its gradient is
+    ``grad_output.sum(axis=(0, 2, 3))``). Raises ValueError when ``groups`` does not divide Cin
+    and Cout or the weight is not (Cout, Cin/groups, kh, kw).
     """
-    x, weight, geo = _conv_args(x, weight, stride, padding)
+    x, weight, geo = _conv_args(x, weight, stride, padding, dilation, groups)
     choice(norm, "norm", NORMS)
     y = _impl("adder2d_forward")(x, weight, geo.stride, geo.padding, norm, geometry=geo)
     return _add_channel_bias(y, bias, x, weight)
@@ -83,17 +89,18 @@ def adder2d_forward(x, weight, stride=1, padding=0, norm="l1", bias=None):
 
 @register("adder2d", golden="adder2d")
 def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1",
-                     filter_grad="full", input_grad=None):
+                     filter_grad="full", input_grad=None, dilation=1, groups=1):
     """Adder layer backward with the substituted gradients of method §4.
 
-    x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw); grad_output: (N, Cout, Ho, Wo).
+    x: (N, Cin, H, W); weight: (Cout, Cin/groups, kh, kw); grad_output: (N, Cout, Ho, Wo);
+    ``dilation``/``groups`` as in :func:`adder2d_forward` (gradients: method §4.6).
     filter_grad: "full" (``Σ (X - F)·G``, default; for ℓ2 the exact ``Σ 2(X - F)·G``) or
     "sign" (``Σ sgn(X - F)·G``). input_grad: "hardtanh" (``Σ_t clip(F - X, -1, 1)·G``), "sign"
     (``Σ_t -sgn(X - F)·G``) or "exact"; default "hardtanh" for ℓ1 and "exact" for ℓ2.
-    Returns (grad_input (N, Cin, H, W), grad_weight (Cout, Cin, kh, kw)); the filter gradient
-    is raw, before :func:`adaptive_scale`.
+    Returns (grad_input (N, Cin, H, W), grad_weight (Cout, Cin/groups, kh, kw)); the filter
+    gradient is raw, before :func:`adaptive_scale`.
     """
-    x, weight, geo = _conv_args(x, weight, stride, padding)
+    x, weight, geo = _conv_args(x, weight, stride, padding, dilation, groups)
     choice(norm, "norm", NORMS)
     choice(filter_grad, "filter_grad", FILTER_GRADS)
     if input_grad is None:
@@ -117,24 +124,26 @@ def adaptive_scale(grad_weight, eta=0.2):
 # Convolution
 # --------------------------------------------------------------------------------------------
 @register("conv2d", golden="conv2d")
-def conv2d_forward(x, weight, stride=1, padding=0, bias=None):
+def conv2d_forward(x, weight, stride=1, padding=0, bias=None, dilation=1, groups=1):
     """Convolution (cross-correlation): im2col + GEMM in the numpy reference; the compiled
     backend runs it in the adder kernels' tiled OpenMP drivers with a multiply-add per tap.
 
-    x: (N, Cin, H, W); weight: (Cout, Cin, kh, kw); bias: (Cout,) or None -> (N, Cout, Ho, Wo).
+    x: (N, Cin, H, W); weight: (Cout, Cin/groups, kh, kw); bias: (Cout,) or None
+    -> (N, Cout, Ho, Wo). ``dilation``/``groups`` as in :func:`adder2d_forward`.
     """
-    x, weight, geo = _conv_args(x, weight, stride, padding)
+    x, weight, geo = _conv_args(x, weight, stride, padding, dilation, groups)
     y = _impl("conv2d_forward")(x, weight, geo.stride, geo.padding, geometry=geo)
     return _add_channel_bias(y, bias, x, weight)
 
 
 @register("conv2d", golden="conv2d")
-def conv2d_backward(x, weight, grad_output, stride=1, padding=0):
-    """Convolution backward -> (grad_input (N, Cin, H, W), grad_weight (Cout, Cin, kh, kw)).
+def conv2d_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, groups=1):
+    """Convolution backward -> (grad_input (N, Cin, H, W), grad_weight (Cout, Cin/groups, kh,
+    kw)).
 
     The bias gradient, if any, is ``grad_output.sum(axis=(0, 2, 3))``.
     """
-    x, weight, geo = _conv_args(x, weight, stride, padding)
+    x, weight, geo = _conv_args(x, weight, stride, padding, dilation, groups)
     g = _grad_output(grad_output, x, geo)
     if x.shape[0] == 0:  # empty batch: same answer on every backend
         return np.zeros_like(x), np.zeros_like(weight)

@@ -142,20 +142,29 @@ def shape_tuple(shape, name, ndim, shape_hint=""):
     return tuple(int(d) for d in dims)
 
 
-def conv_geometry(x, weight, stride, padding, x_name="x", w_name="weight"):
-    """Check (N, Cin, H, W) against (Cout, Cin, kh, kw) and the normalised ``stride`` /
-    ``padding`` pairs; return the call's :class:`~addercore.ops.geometry.Conv2dGeometry`
-    (``Ho``, ``Wo``, ``K``, ...), built here once and handed down to the kernels.
+def conv_geometry(x, weight, stride, padding, x_name="x", w_name="weight", dilation=(1, 1),
+                  groups=1):
+    """Check (N, Cin, H, W) against (Cout, Cin/groups, kh, kw) and the normalised ``stride`` /
+    ``padding`` / ``dilation`` pairs and ``groups``; return the call's
+    :class:`~addercore.ops.geometry.Conv2dGeometry` (``Ho``, ``Wo``, ``K``, ...), built here
+    once and handed down to the kernels.
 
     N may be 0 (an empty batch); every other dimension of ``x`` and ``weight`` must be >= 1,
-    and the kernel must fit in the padded input.
+    ``groups`` must divide Cin and Cout, and the (dilated) kernel must fit in the padded input.
     """
+    groups = group_count(groups)
     kh, kw = weight.shape[2:]
     if kh < 1 or kw < 1 or weight.shape[0] < 1 or weight.shape[1] < 1:
         raise ValueError(f"{w_name} must have non-zero dimensions, got shape {weight.shape}")
-    if x.shape[1] != weight.shape[1]:
+    if x.shape[1] % groups or weight.shape[0] % groups:
+        raise ValueError(f"groups={groups} must divide the input channels ({x.shape[1]}) and the "
+                         f"output channels ({weight.shape[0]}) ({x_name} shape {x.shape}, "
+                         f"{w_name} shape {weight.shape})")
+    if x.shape[1] != weight.shape[1] * groups:
+        per = (f" per group (groups={groups}; {w_name} must be (Cout, Cin/groups, kh, kw))"
+               if groups > 1 else "")
         raise ValueError(
-            f"{x_name} has {x.shape[1]} channels but {w_name} expects {weight.shape[1]} "
+            f"{x_name} has {x.shape[1]} channels but {w_name} expects {weight.shape[1]}{per} "
             f"({x_name} shape {x.shape}, {w_name} shape {weight.shape})"
         )
     if x.shape[2] < 1 or x.shape[3] < 1:
@@ -163,15 +172,26 @@ def conv_geometry(x, weight, stride, padding, x_name="x", w_name="weight"):
             f"{x_name} must have non-zero height and width (only the batch N may be 0), "
             f"got shape {x.shape}"
         )
-    geo = Conv2dGeometry.from_shapes(x.shape, weight.shape, stride, padding)
+    geo = Conv2dGeometry.from_shapes(x.shape, weight.shape, stride, padding, dilation, groups)
     hp, wp = geo.hp, geo.wp
     if hp > INT_MAX or wp > INT_MAX:
         raise ValueError(f"padding {padding} makes the padded input {hp}x{wp} exceed {INT_MAX}")
-    if kh > hp or kw > wp:
+    sh_, sw_ = geo.span
+    if sh_ > hp or sw_ > wp:
+        dil = f" with dilation {geo.dilation} (spans {sh_}x{sw_})" if geo.dilation != (1, 1) else ""
         raise ValueError(
-            f"kernel {kh}x{kw} is larger than the padded input {hp}x{wp} "
+            f"kernel {kh}x{kw}{dil} is larger than the padded input {hp}x{wp} "
             f"({x_name} shape {x.shape}, padding {padding})"
         )
     if geo.k > INT_MAX:
         raise ValueError(f"{w_name} filter length Cin*kh*kw exceeds {INT_MAX}: {weight.shape}")
     return geo
+
+
+def group_count(groups, name="groups"):
+    """``groups``: a positive int (not bool)."""
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int, got {type(groups).__name__} {groups!r}")
+    if groups < 1 or groups > INT_MAX:
+        raise ValueError(f"{name} must be in [1, {INT_MAX}], got {groups!r}")
+    return int(groups)

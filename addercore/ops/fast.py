@@ -131,7 +131,7 @@ def _tiled_forward(x, weight, y, geo, mode):
     xpad = _workspace("padded_image", x.dtype,
                       (threads, geo.cin * geo.hp * geo.wp + _adder.PAD_SLACK))
     _adder.adder_forward(x, weight.reshape(geo.cout, -1), y, geo.kh, geo.kw, sh, sw, ph, pw,
-                         mode, tile, col, xpad, threads)
+                         mode, tile, col, xpad, threads, geo.groups, *geo.dilation)
 
 
 def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", filter_grad="full",
@@ -185,10 +185,13 @@ def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode):
                       (threads, geo.cin * geo.hp * geo.wp + _adder.PAD_SLACK))
     partial = _workspace("partial_grad_weight", dtype, (slots, cout, k), zero=True)
     partial_sum = _workspace("partial_grad_sum", dtype, (slots, cout), zero=True)
-    w2 = weight.reshape(cout, k)
+    # each group's filters transposed, group after group: (groups·K, Cout/groups)
+    groups, og = geo.groups, geo.cout_group
+    w_t = np.ascontiguousarray(weight.reshape(groups, og, k).transpose(0, 2, 1))
     _adder.adder_backward(
-        x, np.ascontiguousarray(w2.T), grad_output, grad_input, kh, kw, sh, sw, ph, pw,
+        x, w_t.reshape(groups * k, og), grad_output, grad_input, kh, kw, sh, sw, ph, pw,
         filter_sign, input_mode, tile, col, g_t, xpad, partial, partial_sum, threads,
+        groups, *geo.dilation,
     )
     return grad_input, _sum_slots(partial), _sum_slots(partial_sum)
 
@@ -201,42 +204,42 @@ def _sum_slots(partial):
     return total
 
 
-def _im2col_2d(x, kernel, stride, padding):
+def _im2col_2d(x, kernel, stride, padding, dilation=1):
     """Patch matrix of the whole batch, images side by side: (C·kh·kw, N·Ho·Wo), a fresh
     array (the public :func:`im2col`; the layers themselves pack per-thread tiles)."""
     n, c = x.shape[:2]
     kh, kw = pair(kernel)
-    geo = Conv2dGeometry.from_shapes(x.shape, (1, c, kh, kw), stride, padding)
+    geo = Conv2dGeometry.from_shapes(x.shape, (1, c, kh, kw), stride, padding, dilation)
     (sh, sw), (ph, pw), (ho, wo) = geo.stride, geo.padding, geo.out_hw
     shape = (geo.k, n * ho * wo)
     cols = np.empty(shape, x.dtype)
-    _adder.im2col(x, cols, kh, kw, sh, sw, ph, pw, ho, wo, get_num_threads())
+    _adder.im2col(x, cols, kh, kw, sh, sw, ph, pw, ho, wo, get_num_threads(), *geo.dilation)
     return cols, ho, wo
 
 
-def _col2im_2d(cols, x_shape, kernel, stride, padding):
+def _col2im_2d(cols, x_shape, kernel, stride, padding, dilation=1):
     """Adjoint of :func:`_im2col_2d`: (C·kh·kw, N·Ho·Wo) summed into a new (N, C, H, W)."""
     kh, kw = pair(kernel)
-    geo = Conv2dGeometry.from_shapes(x_shape, (1, x_shape[1], kh, kw), stride, padding)
+    geo = Conv2dGeometry.from_shapes(x_shape, (1, x_shape[1], kh, kw), stride, padding, dilation)
     (sh, sw), (ph, pw), (ho, wo) = geo.stride, geo.padding, geo.out_hw
     x = np.empty(x_shape, dtype=cols.dtype)
     _adder.col2im(np.ascontiguousarray(cols), x, kh, kw, sh, sw, ph, pw, ho, wo,
-                  get_num_threads())
+                  get_num_threads(), *geo.dilation)
     return x
 
 
-def im2col(x, kernel, stride, padding):
+def im2col(x, kernel, stride, padding, dilation=1):
     """Patch matrices of x (N, C, H, W): (N, C·kh·kw, Ho·Wo), rows ordered (c, i, j)."""
     n = x.shape[0]
-    cols, ho, wo = _im2col_2d(x, kernel, stride, padding)
+    cols, ho, wo = _im2col_2d(x, kernel, stride, padding, dilation)
     return np.ascontiguousarray(cols.reshape(cols.shape[0], n, ho * wo).transpose(1, 0, 2))
 
 
-def col2im(cols, x_shape, kernel, stride, padding):
+def col2im(cols, x_shape, kernel, stride, padding, dilation=1):
     """Adjoint of :func:`im2col`: sum (N, C·kh·kw, Ho·Wo) patches back into (N, C, H, W)."""
     n, k, p = cols.shape
     cols2d = np.ascontiguousarray(cols.transpose(1, 0, 2)).reshape(k, n * p)
-    return _col2im_2d(cols2d, x_shape, kernel, stride, padding)
+    return _col2im_2d(cols2d, x_shape, kernel, stride, padding, dilation)
 
 
 def conv2d_forward(x, weight, stride=1, padding=0, geometry=None):

@@ -6,9 +6,9 @@ here and nowhere else: :func:`output_size` is the one formula, :class:`Conv2dGeo
 object that validation (:func:`addercore.ops._validate.conv_geometry`) builds once per call
 and hands down to the reference and compiled kernels.
 
-``dilation`` and ``groups`` are fields already so that adding them later is a local change;
-today every kernel runs ``dilation=(1, 1)`` and ``groups=1`` only, and a geometry with other
-values is refused here (one place) rather than silently mis-computed downstream.
+``dilation`` (tap ``(i, j)`` reads input ``(h·sh + i·dh − ph, w·sw + j·dw − pw)``) and
+``groups`` (output channel ``o`` sees only the input channels of its group, method §2.6) are
+handled by every sliding-window kernel, reference and compiled.
 """
 import numbers
 from dataclasses import dataclass
@@ -56,18 +56,30 @@ class Conv2dGeometry:
     dilation: tuple = (1, 1)
     groups: int = 1
 
-    def __post_init__(self):
-        if tuple(self.dilation) != (1, 1) or self.groups != 1:
-            raise ValueError(f"dilation {self.dilation} / groups {self.groups}: the kernels "
-                             f"support dilation (1, 1) and groups 1 only")
-
     @classmethod
-    def from_shapes(cls, x_shape, weight_shape, stride=1, padding=0):
-        """Geometry of ``x_shape`` (N, Cin, H, W) against ``weight_shape`` (Cout, Cin, kh, kw);
-        ``stride``/``padding`` an int or a pair. No validation beyond the types."""
+    def from_shapes(cls, x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+        """Geometry of ``x_shape`` (N, Cin, H, W) against ``weight_shape``
+        (Cout, Cin/groups, kh, kw); ``stride``/``padding``/``dilation`` an int or a pair.
+        No validation beyond the types."""
         n, cin, h, w = (int(d) for d in x_shape)
         cout, _, kh, kw = (int(d) for d in weight_shape)
-        return cls(n, cin, h, w, cout, kh, kw, pair(stride), pair(padding))
+        return cls(n, cin, h, w, cout, kh, kw, pair(stride), pair(padding), pair(dilation),
+                   int(groups))
+
+    @property
+    def cin_group(self):
+        """Input channels per group (``Cin/groups``)."""
+        return self.cin // self.groups
+
+    @property
+    def cout_group(self):
+        """Output channels per group (``Cout/groups``)."""
+        return self.cout // self.groups
+
+    @property
+    def span(self):
+        """``(dh·(kh − 1) + 1, dw·(kw − 1) + 1)``: the window's extent in input cells."""
+        return (self.dilation[0] * (self.kh - 1) + 1, self.dilation[1] * (self.kw - 1) + 1)
 
     @property
     def kernel(self):

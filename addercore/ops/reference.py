@@ -59,11 +59,19 @@ def pad_input(x, padding):
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
-def _tap_view(xp, i, j, stride, out_hw):
-    """View of ``Xp[:, :, h·sh + i, w·sw + j]`` for all output positions: (N, C, Ho, Wo)."""
+def _tap_view(xp, i, j, stride, out_hw, dilation=(1, 1)):
+    """View of ``Xp[:, :, h·sh + i·dh, w·sw + j·dw]`` for all output positions: (N, C, Ho, Wo)."""
     sh, sw = stride
     ho, wo = out_hw
-    return xp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+    a, b = i * dilation[0], j * dilation[1]
+    return xp[:, :, a : a + sh * (ho - 1) + 1 : sh, b : b + sw * (wo - 1) + 1 : sw]
+
+
+def _tap_slice(i, j, geo):
+    """The (rows, columns) slices of ``Xp`` that tap (i, j) reads for all output positions."""
+    (sh, sw), (dh, dw), (ho, wo) = geo.stride, geo.dilation, geo.out_hw
+    a, b = i * dh, j * dw
+    return slice(a, a + sh * (ho - 1) + 1, sh), slice(b, b + sw * (wo - 1) + 1, sw)
 
 
 def _geometry(x, weight, stride, padding, geometry):
@@ -77,23 +85,30 @@ def _geometry(x, weight, stride, padding, geometry):
 # Adder layer (method §2 forward, §4 backward)
 # --------------------------------------------------------------------------------------------
 def adder2d_forward(x, weight, stride=1, padding=0, norm="l1", geometry=None):
-    """Adder forward. x (N, Cin, H, W), weight (Cout, Cin, kh, kw) -> y (N, Cout, Ho, Wo).
+    """Adder forward. x (N, Cin, H, W), weight (Cout, Cin/groups, kh, kw) -> y (N, Cout, Ho, Wo).
 
     ``norm="l1"``: ``y = -Σ |Xp_patch - F|``; ``norm="l2"``: ``y = -Σ (Xp_patch - F)²``.
-    Summed tap by tap in the canonical order (c, i, j ascending) in the arrays' dtype.
+    Summed tap by tap in the canonical order (c, i, j ascending over the group's
+    ``Cin/groups·kh·kw`` taps) in the arrays' dtype; dilation and groups from ``geometry``
+    (method §2.6).
     """
     geo = _geometry(x, weight, stride, padding, geometry)
     xp = pad_input(x, geo.padding)
     acc = np.zeros(geo.out_shape, dtype=x.dtype)
-    for c in range(geo.cin):
-        for i in range(geo.kh):
-            for j in range(geo.kw):
-                patch = _tap_view(xp, i, j, geo.stride, geo.out_hw)[:, c]  # (N, Ho, Wo)
-                diff = patch[:, None, :, :] - weight[None, :, c, i, j, None, None]
-                if norm == "l1":
-                    acc += np.abs(diff)
-                else:
-                    acc += diff * diff
+    cg, og = geo.cin_group, geo.cout_group
+    for g in range(geo.groups):
+        out = acc[:, g * og : (g + 1) * og]  # (N, Cout/groups, Ho, Wo) view: this group's outputs
+        w = weight[g * og : (g + 1) * og]
+        for c in range(cg):
+            for i in range(geo.kh):
+                for j in range(geo.kw):
+                    rows, cols = _tap_slice(i, j, geo)
+                    patch = xp[:, g * cg + c, rows, cols]  # (N, Ho, Wo)
+                    diff = patch[:, None, :, :] - w[None, :, c, i, j, None, None]
+                    if norm == "l1":
+                        out += np.abs(diff)
+                    else:
+                        out += diff * diff
     return np.negative(acc, out=acc)
 
 
@@ -120,30 +135,35 @@ def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", fil
                      input_grad=None, geometry=None):
     """Adder backward (substituted gradients, method §4).
 
-    x (N, Cin, H, W), weight (Cout, Cin, kh, kw), grad_output (N, Cout, Ho, Wo) ->
-    (grad_input (N, Cin, H, W), grad_weight (Cout, Cin, kh, kw)); the filter gradient is raw,
-    before adaptive scaling. ``input_grad`` is "hardtanh", "sign" or "exact" (None: the
+    x (N, Cin, H, W), weight (Cout, Cin/groups, kh, kw), grad_output (N, Cout, Ho, Wo) ->
+    (grad_input (N, Cin, H, W), grad_weight (Cout, Cin/groups, kh, kw)); the filter gradient
+    is raw, before adaptive scaling. Each group is its own layer over its channel slice. ``input_grad`` is "hardtanh", "sign" or "exact" (None: the
     norm's default, :func:`addercore.ops.options.default_input_grad`).
     """
     if input_grad is None:
         input_grad = default_input_grad(norm)
     geo = _geometry(x, weight, stride, padding, geometry)
-    cin, kh, kw, ho, wo = geo.cin, geo.kh, geo.kw, geo.ho, geo.wo
-    (sh, sw), (ph, pw) = geo.stride, geo.padding
+    kh, kw = geo.kh, geo.kw
+    ph, pw = geo.padding
+    cg, og = geo.cin_group, geo.cout_group
     xp = pad_input(x, geo.padding)
     grad_xp = np.zeros_like(xp)
     grad_weight = np.zeros_like(weight)
-    g = grad_output
-    for c in range(cin):
-        for i in range(kh):
-            for j in range(kw):
-                patch = _tap_view(xp, i, j, geo.stride, (ho, wo))[:, c]  # (N, Ho, Wo)
-                diff = patch[:, None, :, :] - weight[None, :, c, i, j, None, None]
-                grad_weight[:, c, i, j] = np.sum(
-                    _filter_grad_factor(diff, norm, filter_grad) * g, axis=(0, 2, 3)
-                )
-                contrib = np.sum(_input_grad_factor(diff, norm, input_grad) * g, axis=1)
-                grad_xp[:, c, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += contrib
+    for grp in range(geo.groups):
+        outs = slice(grp * og, (grp + 1) * og)
+        g = grad_output[:, outs]
+        for c in range(cg):
+            ch = grp * cg + c
+            for i in range(kh):
+                for j in range(kw):
+                    rows, cols = _tap_slice(i, j, geo)
+                    patch = xp[:, ch, rows, cols]  # (N, Ho, Wo)
+                    diff = patch[:, None, :, :] - weight[None, outs, c, i, j, None, None]
+                    grad_weight[outs, c, i, j] = np.sum(
+                        _filter_grad_factor(diff, norm, filter_grad) * g, axis=(0, 2, 3)
+                    )
+                    contrib = np.sum(_input_grad_factor(diff, norm, input_grad) * g, axis=1)
+                    grad_xp[:, ch, rows, cols] += contrib
     h, w = x.shape[2:]
     grad_input = np.ascontiguousarray(grad_xp[:, :, ph : ph + h, pw : pw + w])
     return grad_input, grad_weight
@@ -163,52 +183,72 @@ def adaptive_scale(grad_weight, eta):
 # --------------------------------------------------------------------------------------------
 # Multiplication convolution (im2col + GEMM)
 # --------------------------------------------------------------------------------------------
-def im2col(x, kernel, stride, padding):
-    """Patch matrix of x (N, C, H, W): (N, C·kh·kw, Ho·Wo), rows ordered (c, i, j)."""
+def im2col(x, kernel, stride, padding, dilation=1):
+    """Patch matrix of x (N, C, H, W): (N, C·kh·kw, Ho·Wo), rows ordered (c, i, j); tap
+    (i, j) reads ``Xp[h·sh + i·dh, w·sw + j·dw]``."""
     n, c = x.shape[:2]
     kh, kw = pair(kernel)
-    geo = Conv2dGeometry.from_shapes(x.shape, (1, c, kh, kw), stride, padding)
+    geo = Conv2dGeometry.from_shapes(x.shape, (1, c, kh, kw), stride, padding, dilation)
     ho, wo = geo.out_hw
     xp = pad_input(x, geo.padding)
     cols = np.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, i, j] = _tap_view(xp, i, j, geo.stride, (ho, wo))
+            cols[:, :, i, j] = _tap_view(xp, i, j, geo.stride, (ho, wo), geo.dilation)
     return cols.reshape(n, c * kh * kw, ho * wo)
 
 
-def col2im(cols, x_shape, kernel, stride, padding):
+def col2im(cols, x_shape, kernel, stride, padding, dilation=1):
     """Adjoint of :func:`im2col`: sum (N, C·kh·kw, Ho·Wo) patches back into (N, C, H, W)."""
     n, c, h, w = x_shape
     kh, kw = pair(kernel)
-    geo = Conv2dGeometry.from_shapes(x_shape, (1, c, kh, kw), stride, padding)
-    (sh, sw), (ph, pw), (ho, wo) = geo.stride, geo.padding, geo.out_hw
+    geo = Conv2dGeometry.from_shapes(x_shape, (1, c, kh, kw), stride, padding, dilation)
+    (ph, pw), (ho, wo) = geo.padding, geo.out_hw
     cols = cols.reshape(n, c, kh, kw, ho, wo)
     xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
-            xp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += cols[:, :, i, j]
+            rows, cs = _tap_slice(i, j, geo)
+            xp[:, :, rows, cs] += cols[:, :, i, j]
     return np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])
 
 
 def conv2d_forward(x, weight, stride=1, padding=0, geometry=None):
-    """Convolution (cross-correlation, no bias). x (N, Cin, H, W), weight (Cout, Cin, kh, kw)
-    -> y (N, Cout, Ho, Wo)."""
+    """Convolution (cross-correlation, no bias). x (N, Cin, H, W), weight
+    (Cout, Cin/groups, kh, kw) -> y (N, Cout, Ho, Wo); one GEMM per group."""
     geo = _geometry(x, weight, stride, padding, geometry)
-    cols = im2col(x, geo.kernel, geo.stride, geo.padding)  # (N, K, P)
-    y = np.matmul(weight.reshape(geo.cout, -1), cols)  # (N, Cout, P)
+    cols = im2col(x, geo.kernel, geo.stride, geo.padding, geo.dilation)  # (N, Cin·kh·kw, P)
+    if geo.groups == 1:
+        y = np.matmul(weight.reshape(geo.cout, -1), cols)  # (N, Cout, P)
+        return y.reshape(geo.out_shape)
+    k, og = geo.k, geo.cout_group
+    y = np.empty((geo.n, geo.cout, cols.shape[2]), dtype=x.dtype)
+    for g in range(geo.groups):
+        y[:, g * og : (g + 1) * og] = np.matmul(weight[g * og : (g + 1) * og].reshape(og, k),
+                                                cols[:, g * k : (g + 1) * k])
     return y.reshape(geo.out_shape)
 
 
 def conv2d_backward(x, weight, grad_output, stride=1, padding=0, geometry=None):
-    """Convolution backward -> (grad_input (N, Cin, H, W), grad_weight (Cout, Cin, kh, kw))."""
+    """Convolution backward -> (grad_input (N, Cin, H, W), grad_weight (Cout, Cin/groups, kh,
+    kw)); per group for ``groups > 1``."""
     geo = _geometry(x, weight, stride, padding, geometry)
     n, cout = geo.n, geo.cout
-    cols = im2col(x, geo.kernel, geo.stride, geo.padding)  # (N, K, P)
+    cols = im2col(x, geo.kernel, geo.stride, geo.padding, geo.dilation)  # (N, Cin·kh·kw, P)
     g = grad_output.reshape(n, cout, -1)  # (N, Cout, P)
-    grad_weight = np.einsum("nop,nkp->ok", g, cols).reshape(weight.shape)
-    grad_cols = np.matmul(weight.reshape(cout, -1).T, g)  # (N, K, P)
-    grad_input = col2im(grad_cols, x.shape, geo.kernel, geo.stride, geo.padding)
+    if geo.groups == 1:
+        grad_weight = np.einsum("nop,nkp->ok", g, cols).reshape(weight.shape)
+        grad_cols = np.matmul(weight.reshape(cout, -1).T, g)  # (N, K, P)
+    else:
+        k, og = geo.k, geo.cout_group
+        grad_weight = np.empty((cout, k), dtype=np.result_type(g, cols))
+        grad_cols = np.empty_like(cols)
+        for grp in range(geo.groups):
+            outs, taps = slice(grp * og, (grp + 1) * og), slice(grp * k, (grp + 1) * k)
+            grad_weight[outs] = np.einsum("nop,nkp->ok", g[:, outs], cols[:, taps])
+            grad_cols[:, taps] = np.matmul(weight[outs].reshape(og, k).T, g[:, outs])
+        grad_weight = grad_weight.reshape(weight.shape)
+    grad_input = col2im(grad_cols, x.shape, geo.kernel, geo.stride, geo.padding, geo.dilation)
     return grad_input, grad_weight.astype(weight.dtype, copy=False)
 
 
