@@ -65,6 +65,20 @@ class QuantizedModel:
     def __call__(self, x):
         return self.forward(x)
 
+    def forward_codes(self, stem_codes, trace=None):
+        """Logits from the stem's output codes (N, H, W, C) (one view, i.e. a model whose stem
+        tensor has a single scale): the integer body and the head only, so a port can check
+        the body exactly whatever its float convolution rounds to."""
+        views = self.arrays["stem.scales"].shape[0]
+        if views != 1:
+            raise ValueError(f"forward_codes needs a stem tensor with one view, got {views}")
+        env = {"stem.q0": np.ascontiguousarray(stem_codes, dtype=self.dtype)}
+        for op in self.graph["ops"][1:]:
+            self.run_op(op, env)
+        if trace is not None:
+            trace.update({k: v for k, v in env.items() if k != "logits"})
+        return env["logits"]
+
     def forward(self, x, trace=None):
         """Logits (N, num_classes) float64 of normalised images x (N, 3, H, W) float32.
 
