@@ -92,8 +92,8 @@ def _float_recompute(q, x):
     codes, sums = {}, {}
 
     def quant(u, t):
-        for v, s in enumerate(a[f"{t}.scales"]):
-            codes[(t, v)] = np.clip(np.rint(u / s), 0, qmax).astype(q.dtype)
+        for v, (s, vm) in enumerate(zip(a[f"{t}.scales"], a[f"{t}.vmax"])):
+            codes[(t, v)] = np.clip(np.rint(u / s), 0, vm).astype(np.int64)
 
     for op in q.graph["ops"]:
         if op["op"] == "stem":
@@ -106,7 +106,8 @@ def _float_recompute(q, x):
             f = a[f"{n}.filters"]
             s = np.zeros(0)
             for gi, v in enumerate(a[f"{n}.views"]):
-                sg = adder2d_int(codes[(op["input"], int(v))], f, op["stride"], op["padding"])
+                sg = adder2d_int(codes[(op["input"], int(v))].astype(q.dtype), f, op["stride"],
+                                 op["padding"])
                 s = sg if gi == 0 else np.where((g == gi)[None, :, None, None], sg, s)
             sums[(n, "S")] = s
             if op["groups"] > 1:
@@ -122,29 +123,30 @@ def _float_recompute(q, x):
         elif op["op"] == "glue":
             u = a[f"{op['name']}.beta"][:, None, None].copy()
             for k, src in enumerate(op["sources"]):
-                val = codes[(src["of"], 0)] if src["kind"] == "codes" else sums[(src["of"],
-                                                                                  src["kind"])]
+                val = codes[(src["of"], src["view"])] if src["kind"] == "codes" \
+                    else sums[(src["of"], src["kind"])]
                 u = u + a[f"{op['name']}.alpha"][k][:, None, None] * val
             quant(u, op["output"])
         else:
-            pooled = codes[(op["input"], 0)].mean(axis=(2, 3)) * a[f"{op['input']}.scales"][0]
+            v = op["view"]
+            pooled = codes[(op["input"], v)].mean(axis=(2, 3)) * a[f"{op['input']}.scales"][v]
             return (pooled @ a["head.weight"].astype(np.float64).T) * a["head.scale"] \
                 + a["head.shift"], codes
     raise AssertionError("no head op")
 
 
 @pytest.mark.parametrize("scheme", ["shared", "grouped"])
-@pytest.mark.parametrize("bits", [4, 8, 12])
-def test_integer_model_matches_independent_recompute(scheme, bits):
+@pytest.mark.parametrize("bits,residual_bits", [(4, 16), (8, None), (8, 12), (12, 16)])
+def test_integer_model_matches_independent_recompute(scheme, bits, residual_bits):
     m = _small_model()
     q = quantize(m, _images(16), bits=bits, scheme=scheme, groups=3, glue="float",
-                 act_percentile=99.9)
+                 act_percentile=99.9, residual_bits=residual_bits)
     x = _images(3, seed=7)
     trace = {}
     logits = q.forward(x, trace=trace)
     want, codes = _float_recompute(q, x)
     for (t, v), c in codes.items():  # every code tensor identical
-        assert np.array_equal(trace[f"{t}.q{v}"].transpose(0, 3, 1, 2), c), (t, v)
+        assert np.array_equal(trace[f"{t}.q{v}"].transpose(0, 3, 1, 2).astype(np.int64), c), (t, v)
     np.testing.assert_allclose(logits, want, rtol=1e-12, atol=1e-12)
     assert q.dtype == (np.uint8 if bits <= 8 else np.uint16)
     for op in q.graph["ops"]:

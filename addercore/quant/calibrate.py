@@ -204,7 +204,7 @@ def _fixed_point(alpha, beta, scale):
 
 
 def quantize(model, calib_images, bits=8, scheme="shared", groups=4, act_percentile=None,
-             glue="fixed", bias_correction=True):
+             glue="fixed", bias_correction=True, residual_bits=16):
     """Quantise a trained ℓ1 AdderNet ResNet (resnet20/32/56) for integer inference.
 
     model: :class:`addercore.models.ResNetCIFAR`, kind="adder", norm="l1", in eval mode or not
@@ -215,13 +215,21 @@ def quantize(model, calib_images, bits=8, scheme="shared", groups=4, act_percent
     = max) or the percentile in (50, 100] of the calibration activations used as the clip.
     glue: "fixed" (integer-only body) or "float" (float64 glue), the default of the returned
     model (both sets of parameters are stored). bias_correction: fold the mean per-channel
-    error on the calibration images into each BatchNorm.
+    error on the calibration images into each BatchNorm. residual_bits: None, or the width
+    (bits..16) of the residual view: the identity shortcuts and the head read the block
+    outputs as codes of this width over the full (max) range, instead of the adder layers'
+    ``bits``-wide codes.
 
     Returns a :class:`QuantizedModel`. Raises TypeError/ValueError on a model that is not an ℓ1
     AdderNet ResNet or has an adder layer without a following BatchNorm2d, on calibration
     images of another dtype/shape, on bits outside 2..16 and on other bad options.
     """
     _check_args(calib_images, bits, scheme, groups, act_percentile, glue)
+    if residual_bits is not None and (isinstance(residual_bits, bool)
+                                      or not isinstance(residual_bits, (int, np.integer))
+                                      or not bits <= residual_bits <= 16):
+        raise ValueError(f"residual_bits must be None or an int in [bits, 16] = [{bits}, 16], "
+                         f"got {residual_bits!r}")
     blocks = _structure(model)
     bits, groups = int(bits), int(groups)
     qmax = (1 << bits) - 1
@@ -231,6 +239,16 @@ def quantize(model, calib_images, bits=8, scheme="shared", groups=4, act_percent
     arrays, tensors, op_list = {}, {}, []
     hi = {t: _range(a, act_percentile) for t, a in acts.items()}
     scales = {t: [h / qmax] for t, h in hi.items()}
+    vmaxes = {t: [qmax] for t in hi}
+
+    def residual_view(t):
+        """Index of the view the identity shortcut / head reads (see residual_bits)."""
+        if residual_bits is None:
+            return 0
+        vm = (1 << residual_bits) - 1
+        scales[t].append(_range(acts[t], None) / vm)
+        vmaxes[t].append(vm)
+        return len(scales[t]) - 1
 
     # stem: float conv + folded BN (+ ReLU in the quantisation clip)
     g, b, m = _bn_affine(model.bn1)
@@ -265,6 +283,7 @@ def quantize(model, calib_images, bits=8, scheme="shared", groups=4, act_percent
                     views.append(0)
                 else:
                     scales[tensor].append(s)
+                    vmaxes[tensor].append(qmax)
                     views.append(len(scales[tensor]) - 1)
                 gscale.append(s)
         else:
@@ -314,23 +333,26 @@ def quantize(model, calib_images, bits=8, scheme="shared", groups=4, act_percent
             residual = None
         glue_specs.append(len(op_list))
         op_list.append({"op": "glue", "name": f"{name}.bn2", "output": f"{name}.out",
-                        "layers": layers, "residual": residual})
+                        "layers": layers, "residual": residual,
+                        "residual_view": None if residual is None else residual_view(residual)})
         cur = f"{name}.out"
     g, b, m = _bn_affine(model.bn2)
     arrays["head.weight"] = model.fc.weight.data.reshape(model.fc.weight.data.shape[0], -1) \
         .astype(np.float32)
     arrays["head.scale"] = g
     arrays["head.shift"] = b - g * m
-    op_list.append({"op": "head", "input": last})
+    op_list.append({"op": "head", "input": last, "view": residual_view(last)})
 
     for t, s in scales.items():
         arrays[f"{t}.scales"] = np.asarray(s, np.float64)
+        arrays[f"{t}.vmax"] = np.asarray(vmaxes[t], np.int32)
         tensors[t] = {"channels": int(acts[t].shape[1]), "views": len(s)}
 
     graph = {"format": FORMAT, "version": VERSION, "arch": "resnet_cifar",
              "num_classes": int(model.num_classes), "bits": bits, "scheme": scheme,
              "groups": groups if scheme == "grouped" else 1, "act_percentile": act_percentile,
              "bias_correction": bool(bias_correction), "glue": glue,
+             "residual_bits": residual_bits,
              "code_dtype": dt.name, "tensors": tensors, "ops": []}
     qm = QuantizedModel(arrays, graph)
 
@@ -366,8 +388,9 @@ def _finish_glue(op, qm, env, layer_info, layer_terms, dmean, scales, bias_corre
         alphas += a_terms
         beta = beta + b - g * mean_eff
     if op["residual"] is not None:
-        srcs.append({"kind": "codes", "of": op["residual"]})
-        r_in = scales[op["residual"]][0]
+        v = op["residual_view"]
+        srcs.append({"kind": "codes", "of": op["residual"], "view": v})
+        r_in = scales[op["residual"]][v]
         alphas.append(np.full_like(alphas[0], r_in))
     alpha = np.stack(alphas)
     beta = np.asarray(beta, np.float64) * np.ones(alpha.shape[1])

@@ -67,6 +67,7 @@ def expected_arrays(graph):
             raise ValueError(f"tensor {t!r}: channels and views must be positive ints")
         chans[t] = (c, v)
         exp[f"{t}.scales"] = ((v,), _F64)
+        exp[f"{t}.vmax"] = ((v,), _I32)
     cd = code_dtype(bits)
     produced, layers = {}, {}
 
@@ -122,6 +123,9 @@ def expected_arrays(graph):
                     if of not in produced or chans[of][0] != cout:
                         raise ValueError(f"{where}: source {s} is not an earlier tensor with "
                                          f"{cout} channels")
+                    if not isinstance(s.get("view", 0), int) or not 0 <= s.get("view", 0) \
+                            < chans[of][1]:
+                        raise ValueError(f"{where}: source {s} names a view that {of!r} lacks")
                 else:
                     raise ValueError(f"{where}: unknown source kind {k!r}")
             nk = len(srcs)
@@ -132,9 +136,11 @@ def expected_arrays(graph):
             exp[f"{name}.shift"] = ((v,), _I32)
             produced[op["output"]] = True
         elif kind == "head":
-            c, _ = tensor(op.get("input"), where)
+            c, nv = tensor(op.get("input"), where)
             if op.get("input") not in produced:
                 raise ValueError(f"{where}: input {op.get('input')!r} is used before it is made")
+            if not isinstance(op.get("view", 0), int) or not 0 <= op.get("view", 0) < nv:
+                raise ValueError(f"{where}: view {op.get('view')!r} out of range")
             exp["head.weight"] = ((ncls, c), _F32)
             exp["head.scale"] = ((ncls,), _F64)
             exp["head.shift"] = ((ncls,), _F64)
@@ -159,6 +165,9 @@ def _check_values(arrays, graph):
                 raise ValueError(f"{n}.group has indices outside [0, {g})")
             if vw.min(initial=0) < 0 or vw.max(initial=0) >= views[op["input"]]:
                 raise ValueError(f"{n}.views has indices outside the input's views")
+            if np.any(arrays[f"{op['input']}.vmax"][vw] != qmax):
+                raise ValueError(f"{n} reads a view of {op['input']!r} whose vmax is not "
+                                 f"2^bits - 1 = {qmax}")
             if lim.min(initial=1) < 1 or lim.max(initial=1) > qmax:
                 raise ValueError(f"{n}.limit outside [1, {qmax}]")
         elif op["op"] == "glue":
@@ -170,6 +179,8 @@ def _check_values(arrays, graph):
             raise ValueError(f"{name} has non-finite values")
         if name.endswith(".scales") and not np.all(a > 0):
             raise ValueError(f"{name} must be positive")
+        if name.endswith(".vmax") and (a.min(initial=1) < 1 or a.max(initial=1) > 65535):
+            raise ValueError(f"{name} must lie in [1, 65535]")
 
 
 def load(path):

@@ -10,8 +10,8 @@ dict layout as :mod:`addercore.golden`: name, op, dtype, seed, params, tolerance
     A whole quantised ResNet (ResNet-20; ResNet-8 in the small set) made by
     :func:`addercore.quant.quantize` from a seeded random float model and seeded calibration
     images: inputs are every array of the quantised model (``q.<name>``, as in the file
-    format), an image batch ``x`` and the stem's codes ``stem_codes`` (N, H, W, C); outputs,
-    computed from ``stem_codes`` (so float convolution rounding cannot change them), are the
+    format), an image batch ``x`` and the stem's codes ``stem_codes.q<v>`` (N, H, W, C), one per
+    view of the stem tensor; outputs, computed from those codes (so float convolution rounding cannot change them), are the
     int32 sums and codes of the first block and the last codes (exact) and the logits
     (float64, rtol 1e-12). The graph is in ``params["graph"]``.
 """
@@ -63,7 +63,8 @@ def cases(small=False):
                     "seed": 9200 + depth, "params": params,
                     "tolerance": {"rtol": 1e-12, "atol": 1e-12,
                                   "exact": ["layer1.0.conv1.S", "layer1.0.h.q0",
-                                            "layer1.0.conv2.S", "layer1.0.out.q0", "last.q0"]},
+                                            "layer1.0.conv2.S", "layer1.0.out.q0", "last.q0",
+                                            "last.residual"]},
                     "small": small_})
     return [c for c in out if c["small"] or not small]
 
@@ -117,7 +118,8 @@ def make_inputs(case):
         q.forward(x, trace=trace)
         arrays = {f"q.{k}": v for k, v in q.arrays.items()}
         arrays["x"] = x
-        arrays["stem_codes"] = trace["stem.q0"]
+        for v in range(len(q.arrays["stem.vmax"])):
+            arrays[f"stem_codes.q{v}"] = trace[f"stem.q{v}"]
         case["params"]["graph"] = q.graph  # the op list a port runs (JSON)
         return arrays
     raise ValueError(f"unknown integer op {case['op']!r}")
@@ -127,7 +129,7 @@ def input_names(case, arrays):
     """Names of the inputs among a golden file's arrays (the rest are outputs)."""
     if case["op"] == "adder2d_int":
         return [k for k in ("x", "weight") if k in arrays]
-    return [k for k in arrays if k.startswith("q.") or k in ("x", "stem_codes")]
+    return [k for k in arrays if k.startswith(("q.", "stem_codes.")) or k == "x"]
 
 
 def compute_case(case, inputs):
@@ -142,11 +144,13 @@ def compute_case(case, inputs):
         arrays = {k[2:]: v for k, v in inputs.items() if k.startswith("q.")}
         q = QuantizedModel(arrays, p["graph"])
         trace = {}
-        logits = q.forward_codes(inputs["stem_codes"], trace=trace)
+        codes = [inputs[f"stem_codes.q{v}"] for v in range(len(arrays["stem.vmax"]))]
+        logits = q.forward_codes(codes, trace=trace)
         last = [op for op in p["graph"]["ops"] if op["op"] == "head"][0]["input"]
         out = {k: trace[k] for k in ("layer1.0.conv1.S", "layer1.0.h.q0", "layer1.0.conv2.S",
                                      "layer1.0.out.q0")}
         out["last.q0"] = trace[f"{last}.q0"]
+        out["last.residual"] = trace[f"{last}.q{len(arrays[f'{last}.vmax']) - 1}"]
         out["logits"] = logits
         return out
     raise ValueError(f"unknown integer op {case['op']!r}")

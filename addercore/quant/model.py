@@ -18,9 +18,12 @@ the op list in execution order). The same two objects are what the file holds
 ``glue``
     Folded BatchNorm, residual add, ReLU and requantisation in one step:
     ``u = Σ_k alpha[k]·src_k + beta`` (real units), then for every view ``v`` of the output
-    tensor ``q_v = clip(round(u / scale_v), 0, qmax)`` (the clip at 0 is the ReLU). In fixed
+    tensor ``q_v = clip(round(u / scale_v), 0, vmax_v)`` (the clip at 0 is the ReLU). In fixed
     point (``glue="fixed"``, the default) the same is ``clip((Σ_k mult[v,k]·src_k + bias[v] +
-    2^(shift[v]−1)) >> shift[v], 0, qmax)`` in int64: the whole body is integer-only.
+    2^(shift[v]−1)) >> shift[v], 0, vmax_v)`` in int64: the whole body is integer-only.
+    Views that adder layers read have ``vmax = 2^bits − 1``; the optional *residual view*
+    (``residual_bits``, e.g. 16) carries the identity shortcut and the head's input at a finer
+    scale, so the coarse codes' rounding does not accumulate along the skip path.
 ``head``
     Average pool of the last codes × scale, the final 1×1 (multiplication) conv and its
     BatchNorm, in float64: the logits.
@@ -42,6 +45,11 @@ VERSION = 1
 def code_dtype(bits):
     """uint8 for ≤ 8-bit codes, uint16 for 9..16 bits."""
     return np.dtype(np.uint8) if bits <= 8 else np.dtype(np.uint16)
+
+
+def view_dtype(vmax):
+    """Codes of a view clipped at ``vmax``: uint8 up to 255, else uint16."""
+    return np.dtype(np.uint8) if vmax <= 255 else np.dtype(np.uint16)
 
 
 class QuantizedModel:
@@ -66,13 +74,15 @@ class QuantizedModel:
         return self.forward(x)
 
     def forward_codes(self, stem_codes, trace=None):
-        """Logits from the stem's output codes (N, H, W, C) (one view, i.e. a model whose stem
-        tensor has a single scale): the integer body and the head only, so a port can check
-        the body exactly whatever its float convolution rounds to."""
-        views = self.arrays["stem.scales"].shape[0]
-        if views != 1:
-            raise ValueError(f"forward_codes needs a stem tensor with one view, got {views}")
-        env = {"stem.q0": np.ascontiguousarray(stem_codes, dtype=self.dtype)}
+        """Logits from the stem's output codes, one (N, H, W, C) array per view of the stem
+        tensor: the integer body and the head only, so a port can check the body exactly
+        whatever its float convolution rounds to."""
+        vmax = self.arrays["stem.vmax"]
+        if len(stem_codes) != len(vmax):
+            raise ValueError(f"forward_codes needs {len(vmax)} stem code arrays (one per view), "
+                             f"got {len(stem_codes)}")
+        env = {f"stem.q{v}": np.ascontiguousarray(c, dtype=view_dtype(int(vmax[v])))
+               for v, c in enumerate(stem_codes)}
         for op in self.graph["ops"][1:]:
             self.run_op(op, env)
         if trace is not None:
@@ -107,9 +117,9 @@ class QuantizedModel:
 
     # ---------------------------------------------------------------------------------------
     def _quantize_views(self, u, tensor, env):
-        scales = self.arrays[f"{tensor}.scales"]
-        for v, s in enumerate(scales):
-            env[f"{tensor}.q{v}"] = np.clip(np.rint(u / s), 0, self.qmax).astype(self.dtype)
+        scales, vmax = self.arrays[f"{tensor}.scales"], self.arrays[f"{tensor}.vmax"]
+        for v, (s, vm) in enumerate(zip(scales, vmax)):
+            env[f"{tensor}.q{v}"] = np.clip(np.rint(u / s), 0, vm).astype(view_dtype(int(vm)))
 
     def _stem(self, op, env, x):
         a = self.arrays
@@ -169,7 +179,8 @@ class QuantizedModel:
             return env[f"{src['of']}.S"]
         if kind == "E":
             return env[f"{src['of']}.E"][..., self.arrays[f"{src['of']}.group"]]
-        return env[f"{src['of']}.q0"]  # "codes": a tensor's base codes (identity residual)
+        # "codes": a view of a tensor's codes (the identity residual)
+        return env[f"{src['of']}.q{src.get('view', 0)}"]
 
     def _glue(self, op, env):
         a, name = self.arrays, op["name"]
@@ -180,16 +191,19 @@ class QuantizedModel:
             self._quantize_views(u, op["output"], env)
             return
         mult, bias, shift = a[f"{name}.mult"], a[f"{name}.bias"], a[f"{name}.shift"]
+        vmax = a[f"{op['output']}.vmax"]
         for v in range(mult.shape[0]):
             acc = bias[v] + sum(mult[v, k].astype(np.int64) * s for k, s in enumerate(srcs))
             sh = int(shift[v])
             q = (acc + (np.int64(1) << (sh - 1))) >> sh
-            env[f"{op['output']}.q{v}"] = np.clip(q, 0, self.qmax).astype(self.dtype)
+            vm = int(vmax[v])
+            env[f"{op['output']}.q{v}"] = np.clip(q, 0, vm).astype(view_dtype(vm))
 
     def _head(self, op, env):
         a = self.arrays
         tensor = op["input"]
-        q = env[f"{tensor}.q0"]
-        pooled = q.mean(axis=(1, 2), dtype=np.float64) * a[f"{tensor}.scales"][0]
+        v = op.get("view", 0)
+        q = env[f"{tensor}.q{v}"]
+        pooled = q.mean(axis=(1, 2), dtype=np.float64) * a[f"{tensor}.scales"][v]
         logits = pooled @ a["head.weight"].astype(np.float64).T
         env["logits"] = logits * a["head.scale"] + a["head.shift"]
