@@ -105,3 +105,77 @@ cdef void _run_u16(const uint16_t[:, :, :, ::1] xp, const uint16_t[:, :, :, ::1]
             ho = <int>(unit % Ho)
             adder_int_row_u16(&xp[n, 0, 0, 0], Wp, C, kh, kw, sh, sw, ho, Wo, &w[0, 0, 0, 0],
                               Cout, &y[n, ho, 0, 0])
+
+
+def glue_fixed(srcs, mult, bias, shift, vmax, out, int num_threads):
+    """Fixed-point glue (addercore.quant.model): for every view v, position p, channel t,
+    ``out[v, p, t] = clip((Σ_k mult[v, k, t]·srcs[k][p, t] + bias[v, t] + 2^(shift[v]−1))
+    >> shift[v], 0, vmax[v])`` in int64 (arithmetic shift, i.e. floor), as numpy computes it.
+
+    srcs: 1..4 int32 (P, C) C-contiguous arrays; mult int32 (V, K, C); bias int64 (V, C);
+    shift int32 (V,) in [1, 62]; vmax int32 (V,); out int32 (V, P, C), overwritten.
+    """
+    cdef int K = len(srcs)
+    if not 1 <= K <= 4:
+        raise ValueError(f"glue_fixed takes 1..4 sources, got {K}")
+    P, C = srcs[0].shape
+    V = mult.shape[0]
+    for s in srcs:
+        if s.dtype.name != "int32" or s.shape != (P, C) or not s.flags.c_contiguous:
+            raise ValueError(f"sources must be C-contiguous int32 ({P}, {C})")
+    if mult.shape != (V, K, C) or bias.shape != (V, C) or shift.shape != (V,) \
+            or vmax.shape != (V,) or out.shape != (V, P, C):
+        raise ValueError("glue_fixed: mult (V, K, C), bias (V, C), shift (V,), vmax (V,), "
+                         "out (V, P, C) do not match")
+    if shift.min() < 1 or shift.max() > 62:
+        raise ValueError("shift must lie in [1, 62]")
+    padded = list(srcs) + [srcs[0]] * (4 - K)
+    _glue(padded[0], padded[1], padded[2], padded[3], K, mult, bias, shift, vmax, out,
+          num_threads)
+    return out
+
+
+cdef void _glue(const int32_t[:, ::1] s0, const int32_t[:, ::1] s1, const int32_t[:, ::1] s2,
+                const int32_t[:, ::1] s3, int K, const int32_t[:, :, ::1] mult,
+                const long long[:, ::1] bias, const int32_t[::1] shift,
+                const int32_t[::1] vmax, int32_t[:, :, ::1] out, int num_threads) noexcept:
+    cdef Py_ssize_t P = s0.shape[0], C = s0.shape[1], V = mult.shape[0]
+    cdef Py_ssize_t p, t, v
+    cdef long long acc, rnd, hi
+    cdef int sh
+    cdef const int32_t *a0
+    cdef const int32_t *a1
+    cdef const int32_t *a2
+    cdef const int32_t *a3
+    cdef const int32_t *m
+    cdef const long long *b
+    cdef int32_t *o
+    if P == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule="static", num_threads=num_threads):
+            a0 = &s0[p, 0]
+            a1 = &s1[p, 0]
+            a2 = &s2[p, 0]
+            a3 = &s3[p, 0]
+            for v in range(V):
+                sh = shift[v]
+                rnd = (<long long>1) << (sh - 1)
+                hi = vmax[v]
+                m = &mult[v, 0, 0]
+                b = &bias[v, 0]
+                o = &out[v, p, 0]
+                for t in range(C):
+                    acc = b[t] + <long long>m[t] * a0[t]
+                    if K > 1:
+                        acc = acc + <long long>m[C + t] * a1[t]
+                    if K > 2:
+                        acc = acc + <long long>m[2 * C + t] * a2[t]
+                    if K > 3:
+                        acc = acc + <long long>m[3 * C + t] * a3[t]
+                    acc = (acc + rnd) >> sh
+                    if acc < 0:
+                        acc = 0
+                    elif acc > hi:
+                        acc = hi
+                    o[t] = <int32_t>acc

@@ -274,3 +274,25 @@ def test_released_resnet20_8bit_accuracy_first_1000():
     acc_f, acc_q = correct_f / 10.0, correct_q / 10.0
     assert acc_f > 90.0  # the checkpoint loaded correctly
     assert acc_q >= acc_f - 0.5, (acc_f, acc_q)
+
+
+@pytest.mark.parametrize("scheme", ["shared", "grouped"])
+def test_whole_model_compiled_equals_numpy_reference(scheme):
+    # the fixed-point body is integer-only: compiled kernels (SAD + glue), 1 or 2 threads,
+    # equal the numpy reference path bit for bit
+    from addercore._backend import use_backend
+
+    m = _small_model()
+    q = quantize(m, _images(16), bits=6, scheme=scheme, groups=2)
+    x = _images(3, seed=11)
+    with use_backend("numpy"):
+        ref_trace = {}
+        ref = q.forward(x, trace=ref_trace)
+    for threads in (1, 2):
+        with addercore.num_threads(threads):
+            trace = {}
+            out = q.forward(x, trace=trace)
+        assert trace.keys() == ref_trace.keys()
+        for k in ref_trace:
+            assert trace[k].dtype == ref_trace[k].dtype and np.array_equal(trace[k], ref_trace[k]), k
+        assert np.array_equal(out, ref)

@@ -81,13 +81,18 @@ def evaluate_quantized(qmodel, data_dir, limit=None, batch_size=250, progress=sy
             "backend": f"{backend()}+int-{qmodel.bits}bit", "threads": get_num_threads()}
 
 
+def _percentile(text):
+    return "mse" if text == "mse" else float(text)
+
+
 def _add_quant_options(parser):
     parser.add_argument("--scheme", choices=("shared", "grouped"), default="shared",
                         help="shared scale per layer (default) or grouped filter scales")
     parser.add_argument("--groups", type=int, default=4, help="filter groups (--scheme grouped)")
-    parser.add_argument("--act-percentile", type=float, default=None,
+    parser.add_argument("--act-percentile", type=_percentile, default=None,
                         help="activation clamp: range = this percentile of the calibration "
-                             "activations (default: their maximum)")
+                             "activations, or 'mse' (the squared-error-optimal clip); "
+                             "default: their maximum")
     parser.add_argument("--glue", choices=("fixed", "float"), default="fixed",
                         help="fixed-point integer glue (default) or float64 glue")
     parser.add_argument("--calib-images", type=int, default=512,

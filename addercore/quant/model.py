@@ -34,6 +34,8 @@ Activations run channel-last (N, H, W, C) between ops; the file stores filters N
 import numpy as np
 
 from .. import ops
+from ..threads import get_num_threads
+from .kernels import _ext as kernels_ext
 from .kernels import adder2d_int_nhwc
 
 __all__ = ["QuantizedModel", "code_dtype", "FORMAT", "VERSION"]
@@ -192,6 +194,16 @@ class QuantizedModel:
             return
         mult, bias, shift = a[f"{name}.mult"], a[f"{name}.bias"], a[f"{name}.shift"]
         vmax = a[f"{op['output']}.vmax"]
+        ext = kernels_ext()
+        if ext is not None and len(srcs) <= 4:
+            shape = srcs[0].shape
+            flat = [np.ascontiguousarray(s, dtype=np.int32).reshape(-1, shape[-1]) for s in srcs]
+            out = np.empty((mult.shape[0],) + flat[0].shape, np.int32)
+            ext.glue_fixed(flat, mult, bias, shift, vmax, out, get_num_threads())
+            for v in range(mult.shape[0]):
+                env[f"{op['output']}.q{v}"] = out[v].reshape(shape).astype(
+                    view_dtype(int(vmax[v])))
+            return
         for v in range(mult.shape[0]):
             acc = bias[v] + sum(mult[v, k].astype(np.int64) * s for k, s in enumerate(srcs))
             sh = int(shift[v])
