@@ -1,7 +1,7 @@
 #!/bin/sh
 # Accuracy of the integer ResNet-20 (docs/results/quantization.md): one row per command, run
 # from the repository root; each appends "<command> => <final line>" to $LOG.
-# Calibration: 512 training images (seed 0); evaluation: all 10,000 test images.
+# Calibration: 512 CIFAR-10 training images (seed 0); evaluation: all 10,000 test images.
 LOG=${LOG:-docs/results/quantization.log}
 CKPT=${CKPT:-../shared/data/pretrained/ResNet20-AdderNet.pth}
 DATA=${DATA:-../shared/data/cifar-10-batches-py}
@@ -9,19 +9,15 @@ run() {
     out=$(PYTHONPATH=. nice -n 10 python examples/eval_pretrained.py "$CKPT" --data-dir "$DATA" "$@" 2>/dev/null | tail -1)
     echo "examples/eval_pretrained.py CKPT --data-dir DATA $* => $out" >> "$LOG"
 }
-run --bits 8 --act-percentile 99.999
-run --bits 6 --act-percentile 99.99
-run --bits 4 --act-percentile 99.9
-run --bits 5 --act-percentile 99.99
-run --bits 8
-run --bits 6
-run --bits 4
-run --bits 5
-run --bits 8 --scheme grouped --groups 4 --act-percentile 99.999
-run --bits 6 --scheme grouped --groups 4 --act-percentile 99.99
-run --bits 4 --scheme grouped --groups 4 --act-percentile 99.9
-run --bits 5 --scheme grouped --groups 4 --act-percentile 99.99
-run --bits 8 --scheme grouped --groups 4
-run --bits 6 --scheme grouped --groups 4
-run --bits 4 --scheme grouped --groups 4
-run --bits 5 --scheme grouped --groups 4
+run --threads 2
+for clip in mse max 99.99; do
+    for bits in 8 6 5 4; do
+        if [ "$clip" = max ]; then run --bits $bits; else run --bits $bits --act-percentile $clip; fi
+    done
+done
+for clip in mse max; do
+    for bits in 8 6 5 4; do
+        if [ "$clip" = max ]; then run --bits $bits --scheme grouped --groups 4
+        else run --bits $bits --scheme grouped --groups 4 --act-percentile $clip; fi
+    done
+done
