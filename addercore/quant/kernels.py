@@ -103,14 +103,11 @@ def adder2d_int(xq, fq, stride=1, padding=0, pad_value=0):
 def adder2d_int_nhwc(xq, fq, stride=1, padding=0, pad_value=0):
     """Channel-last :func:`adder2d_int`: xq (N, H, W, Cin), fq (Cout, kh, kw, Cin) codes of one
     integer dtype -> int32 (N, Ho, Wo, Cout)."""
-    for name, a in (("xq", xq), ("fq", fq)):
-        if not isinstance(a, np.ndarray) or a.ndim != 4:
-            raise ValueError(f"{name} must be a 4-d numpy.ndarray (channel-last)")
-    xc, fc, stride, padding, pad_value, out_hw = reference.check_codes(
-        xq.transpose(0, 3, 1, 2), fq.transpose(0, 3, 1, 2), stride, padding, pad_value)
+    xq, fq, stride, padding, pad_value, out_hw = reference.check_codes(
+        xq, fq, stride, padding, pad_value, layout="nhwc")
     ext = _ext()
     if ext is None:
-        y = reference._adder2d_int(xc, fc, stride, padding, pad_value, out_hw)
+        y = reference._adder2d_int(xq.transpose(0, 3, 1, 2), fq.transpose(0, 3, 1, 2), stride,
+                                   padding, pad_value, out_hw)
         return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
-    return _run_nhwc(ext, np.ascontiguousarray(xq, dtype=xc.dtype),
-                     np.ascontiguousarray(fq, dtype=fc.dtype), stride, padding, pad_value, out_hw)
+    return _run_nhwc(ext, xq, fq, stride, padding, pad_value, out_hw)

@@ -28,15 +28,20 @@ def code_range(dtype):
     return int(info.min), int(info.max)
 
 
-def check_codes(xq, fq, stride, padding, pad_value):
+def check_codes(xq, fq, stride, padding, pad_value, layout="nchw"):
     """Validate the operands of :func:`adder2d_int`; returns
     ``(xq, fq, stride, padding, pad_value, (Ho, Wo))`` with C-contiguous arrays.
 
     Raises TypeError (not an ndarray, dtype not one of uint8/int8/uint16/int16, dtypes differ,
     pad_value not an int) and ValueError (ranks, channel mismatch, kernel larger than the padded
     input, pad_value outside the dtype's range, K·(range) overflowing int32).
+    ``layout="nhwc"``: xq is (N, H, W, Cin) and fq (Cout, kh, kw, Cin); the arrays are returned
+    C-contiguous in that layout (no transposing copy).
     """
-    for name, a, hint in (("xq", xq, "(N, Cin, H, W)"), ("fq", fq, "(Cout, Cin, kh, kw)")):
+    nhwc = layout == "nhwc"
+    hints = ("(N, H, W, Cin)", "(Cout, kh, kw, Cin)") if nhwc else ("(N, Cin, H, W)",
+                                                                    "(Cout, Cin, kh, kw)")
+    for name, a, hint in (("xq", xq, hints[0]), ("fq", fq, hints[1])):
         if not isinstance(a, np.ndarray):
             raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
         if a.dtype.newbyteorder("=") not in INT_DTYPES:
@@ -48,10 +53,13 @@ def check_codes(xq, fq, stride, padding, pad_value):
     dtype = xq.dtype.newbyteorder("=")
     xq = np.ascontiguousarray(xq, dtype=dtype)
     fq = np.ascontiguousarray(fq, dtype=dtype)
-    if xq.shape[1] != fq.shape[1]:
-        raise ValueError(f"fq must have shape (Cout, {xq.shape[1]}, kh, kw) to match xq "
-                         f"{xq.shape}, got {fq.shape}")
-    if fq.shape[0] < 1 or fq.shape[2] < 1 or fq.shape[3] < 1 or xq.shape[1] < 1:
+    # geometry in NCHW terms, whatever the layout
+    xs = (xq.shape[0], xq.shape[3], xq.shape[1], xq.shape[2]) if nhwc else xq.shape
+    fs = (fq.shape[0], fq.shape[3], fq.shape[1], fq.shape[2]) if nhwc else fq.shape
+    if xs[1] != fs[1]:
+        want = f"(Cout, kh, kw, {xs[1]})" if nhwc else f"(Cout, {xs[1]}, kh, kw)"
+        raise ValueError(f"fq must have shape {want} to match xq {xq.shape}, got {fq.shape}")
+    if fs[0] < 1 or fs[2] < 1 or fs[3] < 1 or xs[1] < 1:
         raise ValueError(f"fq must have Cout, Cin, kh, kw >= 1, got shape {fq.shape}")
     stride = as_pair(stride, "stride", 1)
     padding = as_pair(padding, "padding", 0)
@@ -60,11 +68,11 @@ def check_codes(xq, fq, stride, padding, pad_value):
     lo, hi = code_range(dtype)
     if not lo <= int(pad_value) <= hi:
         raise ValueError(f"pad_value must lie in [{lo}, {hi}] for {dtype}, got {pad_value}")
-    kh, kw = fq.shape[2:]
-    hp, wp = xq.shape[2] + 2 * padding[0], xq.shape[3] + 2 * padding[1]
+    kh, kw = fs[2:]
+    hp, wp = xs[2] + 2 * padding[0], xs[3] + 2 * padding[1]
     if hp < kh or wp < kw:
         raise ValueError(f"kernel ({kh}, {kw}) larger than the padded input ({hp}, {wp})")
-    k = fq.shape[1] * kh * kw
+    k = fs[1] * kh * kw
     if k * (hi - lo) >= 2**31:
         raise ValueError(f"K·(code range) = {k}·{hi - lo} overflows the int32 accumulator")
     out_hw = ((hp - kh) // stride[0] + 1, (wp - kw) // stride[1] + 1)
