@@ -354,10 +354,8 @@ def quantize(model, calib_images, bits=8, scheme="shared", groups=4, act_percent
         return srcs, alpha, g, b, m
 
     cur = "stem"
-    glue_specs = []  # (op index, name, layer names, extra residual source)
     for name, blk in blocks:
         add_layer(f"{name}.conv1", blk.conv1, blk.bn1, cur)
-        glue_specs.append(len(op_list))
         op_list.append({"op": "glue", "name": f"{name}.bn1", "output": f"{name}.h",
                         "layers": [f"{name}.conv1"], "residual": None})
         add_layer(f"{name}.conv2", blk.conv2, blk.bn2, f"{name}.h")
@@ -368,7 +366,6 @@ def quantize(model, calib_images, bits=8, scheme="shared", groups=4, act_percent
             add_layer(f"{name}.downsample.0", ds[0], ds[1], cur)
             layers.append(f"{name}.downsample.0")
             residual = None
-        glue_specs.append(len(op_list))
         op_list.append({"op": "glue", "name": f"{name}.bn2", "output": f"{name}.out",
                         "layers": layers, "residual": residual,
                         "residual_view": None if residual is None else residual_view(residual)})
