@@ -23,7 +23,11 @@ if [ "$PART" = all ] || [ "$PART" = shared ]; then
 fi
 if [ "$PART" = all ] || [ "$PART" = grouped ]; then
     # On the released checkpoint every group's limit is 2^bits - 1 (each filter has taps at the
-    # clamp), so the grouped model is arithmetically the shared one: two rows show it.
-    run --bits 4 --scheme grouped --groups 4 --act-percentile mse
-    run --bits 8 --scheme grouped --groups 4
+    # clamp), so the grouped model is arithmetically the shared one.
+    for clip in mse max; do
+        for bits in 8 6 5 4; do
+            if [ "$clip" = max ]; then run --bits $bits --scheme grouped --groups 4
+            else run --bits $bits --scheme grouped --groups 4 --act-percentile $clip; fi
+        done
+    done
 fi
