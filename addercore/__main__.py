@@ -6,6 +6,7 @@
                                        [--expect-digest HEX|committed]
     addercore golden list [--small]
     addercore ops                      # the op table: compiled kernel or reference, per op
+    addercore quantize CHECKPOINT --data-dir DIR --out FILE [--bits 8] ...  (addercore.quant.cli)
 
 Exit status: 0 when everything passed, 1 when a case failed, 2 on usage or input errors.
 """
@@ -99,6 +100,11 @@ def _golden(args):
 
 def main(argv=None):
     """Entry point; returns the exit status (0 all passed, 1 failures, 2 errors)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["quantize"]:
+        from .quant.cli import main as quantize_main
+
+        return quantize_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "golden":

@@ -29,6 +29,7 @@ from addercore import io as aio
 from addercore.data.cifar import load_cifar10
 from addercore.data.transforms import CIFAR10_MEAN, CIFAR10_STD, normalize
 from addercore.models import resnet20
+from addercore.quant import cli as quant_cli
 
 
 def _progress_text(done, total, t0, correct1):
@@ -115,6 +116,7 @@ def build_parser():
     parser.add_argument("--float64", action="store_true", help="run in float64")
     parser.add_argument("--threads", type=_cli.positive_int, default=None,
                         help="kernel/BLAS threads (default: all usable cores)")
+    quant_cli.add_eval_arguments(parser)  # --bits N / --quantized FILE: the integer model
     return parser
 
 
@@ -123,8 +125,12 @@ def run(argv=None):
     args = build_parser().parse_args(argv)
     if args.threads is not None:
         addercore.set_num_threads(args.threads)
-    r = evaluate(args.checkpoint, args.data_dir, args.limit, args.batch_size,
-                 np.float64 if args.float64 else np.float32, download=_cli.download_mode(args))
+    if args.bits is not None or args.quantized is not None:
+        r = quant_cli.evaluate_args(args)
+    else:
+        r = evaluate(args.checkpoint, args.data_dir, args.limit, args.batch_size,
+                     np.float64 if args.float64 else np.float32,
+                     download=_cli.download_mode(args))
     print(f"images: {r['images']}  top-1: {r['top1']:.2f}%  top-5: {r['top5']:.2f}%  "
           f"time: {r['seconds']:.1f} s  ({r['images_per_s']:.1f} images/s, "
           f"{r['backend']} backend, {r['threads']} threads)")

@@ -1,0 +1,164 @@
+"""Command line of the integer AdderNet.
+
+    python -m addercore quantize CHECKPOINT --data-dir DIR --out model_int8.npz [--bits 8]
+        [--scheme shared|grouped] [--groups 4] [--act-percentile P] [--glue fixed|float]
+        [--calib-images 512] [--seed 0] [--overwrite]
+
+and the evaluation hook of ``examples/eval_pretrained.py`` (``--bits N`` quantises the
+checkpoint first, ``--quantized FILE`` evaluates a saved file). Calibration images are drawn
+(seeded) from the CIFAR-10 *training* set, normalised like the model's input; the test set is
+only ever evaluated.
+"""
+import argparse
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["main", "add_eval_arguments", "evaluate_args", "calibration_images",
+           "load_float_model", "evaluate_quantized"]
+
+
+def load_float_model(checkpoint):
+    """The released (or an addercore-trained) ResNet-20 ℓ1 AdderNet from a PyTorch checkpoint,
+    in eval mode, as examples/eval_pretrained.py loads it."""
+    from .. import io as aio
+    from ..models import resnet20
+
+    state = aio.strip_prefix(aio.load_torch_checkpoint(checkpoint), "module.")
+    model = resnet20(10, kind="adder")
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model
+
+
+def calibration_images(data_dir, count=512, seed=0):
+    """``count`` CIFAR-10 training images chosen without replacement with ``seed``, normalised
+    (float32, (count, 3, 32, 32))."""
+    from ..data.cifar import load_cifar10
+    from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD, normalize
+
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"calibration image count must be a positive int, got {count!r}")
+    images, _ = load_cifar10(data_dir, train=True, download=False, progress=False)
+    pick = np.random.default_rng(seed).choice(len(images), size=min(count, len(images)),
+                                              replace=False)
+    return normalize(images[np.sort(pick)], CIFAR10_MEAN, CIFAR10_STD)
+
+
+def evaluate_quantized(qmodel, data_dir, limit=None, batch_size=250, progress=sys.stderr):
+    """Top-1/top-5 of a :class:`~addercore.quant.QuantizedModel` on the first ``limit``
+    (default all) CIFAR-10 test images; the dict of examples/eval_pretrained.evaluate."""
+    from .. import backend, get_num_threads
+    from ..data.cifar import load_cifar10
+    from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD, normalize
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    images, labels = load_cifar10(data_dir, train=False, download=False, progress=False)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        images, labels = images[:limit], labels[:limit]
+    total = len(labels)
+    correct1 = correct5 = 0
+    t0 = time.perf_counter()
+    for start in range(0, total, batch_size):
+        x = normalize(images[start:start + batch_size], CIFAR10_MEAN, CIFAR10_STD)
+        y = labels[start:start + batch_size]
+        top5 = np.argsort(-qmodel(x), axis=1, kind="stable")[:, :5]
+        correct1 += int(np.sum(top5[:, 0] == y))
+        correct5 += int(np.sum(np.any(top5 == y[:, None], axis=1)))
+        if progress is not None:
+            done = min(start + batch_size, total)
+            progress.write(f"\r{done:5d}/{total}  top-1 {100.0 * correct1 / done:6.2f}%")
+            progress.flush()
+    seconds = time.perf_counter() - t0
+    if progress is not None:
+        progress.write("\n")
+    return {"images": total, "top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total,
+            "seconds": seconds, "images_per_s": total / seconds,
+            "backend": f"{backend()}+int-{qmodel.bits}bit", "threads": get_num_threads()}
+
+
+def _percentile(text):
+    return "mse" if text == "mse" else float(text)
+
+
+def _add_quant_options(parser):
+    parser.add_argument("--scheme", choices=("shared", "grouped"), default="shared",
+                        help="shared scale per layer (default) or grouped filter scales")
+    parser.add_argument("--groups", type=int, default=4, help="filter groups (--scheme grouped)")
+    parser.add_argument("--act-percentile", type=_percentile, default=None,
+                        help="activation clamp: range = this percentile of the calibration "
+                             "activations, or 'mse' (the squared-error-optimal clip); "
+                             "default: their maximum")
+    parser.add_argument("--glue", choices=("fixed", "float"), default="fixed",
+                        help="fixed-point integer glue (default) or float64 glue")
+    parser.add_argument("--calib-images", type=int, default=512,
+                        help="calibration images drawn from the TRAINING set (default 512)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the calibration draw")
+
+
+def add_eval_arguments(parser):
+    """The options examples/eval_pretrained.py gains: --bits, --quantized and the quantiser's."""
+    parser.add_argument("--bits", type=int, default=None,
+                        help="quantise the checkpoint to this many bits (2..16) and evaluate "
+                             "the integer model")
+    parser.add_argument("--quantized", metavar="FILE", default=None,
+                        help="evaluate a saved quantised model (CHECKPOINT is then ignored)")
+    _add_quant_options(parser)
+
+
+def _quantize_from_args(args, progress=sys.stderr):
+    from .calibrate import quantize
+
+    model = load_float_model(args.checkpoint)
+    calib = calibration_images(args.data_dir, args.calib_images, args.seed)
+    t0 = time.perf_counter()
+    q = quantize(model, calib, bits=args.bits, scheme=args.scheme, groups=args.groups,
+                 act_percentile=args.act_percentile, glue=args.glue)
+    if progress is not None:
+        progress.write(f"quantised to {args.bits} bits ({args.scheme}"
+                       f"{f', {args.groups} groups' if args.scheme == 'grouped' else ''}, "
+                       f"act clamp {args.act_percentile or 'max'}, {args.glue} glue) on "
+                       f"{len(calib)} training images in {time.perf_counter() - t0:.1f} s\n")
+    return q
+
+
+def evaluate_args(args):
+    """examples/eval_pretrained.py with --bits or --quantized: the evaluate() result dict."""
+    from .fileformat import load
+
+    if args.quantized is not None:
+        q = load(args.quantized)
+    else:
+        q = _quantize_from_args(args)
+    return evaluate_quantized(q, args.data_dir, args.limit, args.batch_size)
+
+
+def main(argv=None):
+    """``python -m addercore quantize ...``; returns the exit status (0 ok, 2 errors)."""
+    from .fileformat import save
+
+    parser = argparse.ArgumentParser(
+        prog="addercore quantize",
+        description="Quantise a trained ResNet-20 ℓ1 AdderNet for integer inference "
+                    "(format: docs/integer-format.md).")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT")
+    parser.add_argument("--data-dir", required=True,
+                        help="CIFAR-10 (its training images are the calibration set)")
+    parser.add_argument("--out", required=True, help="output .npz (not overwritten unless "
+                                                     "--overwrite)")
+    parser.add_argument("--bits", type=int, default=8, help="code width, 2..16 (default 8)")
+    parser.add_argument("--overwrite", action="store_true")
+    _add_quant_options(parser)
+    args = parser.parse_args(argv)
+    try:
+        q = _quantize_from_args(args, progress=sys.stdout)
+        save(args.out, q, overwrite=args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
+        print(f"addercore quantize: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,181 @@
+# cython: language_level=3
+"""Parallel drivers of the integer ℓ1 adder kernels (adder_int.h): exact int32 Σ|xq - fq|.
+
+Design
+------
+1. Operands are unsigned codes in channel-last order: a padded input batch (N, Hp, Wp, C) and
+   filters (Cout, kh, kw, C), both uint8 (8-bit path, psadbw) or both uint16 (9..16 bits).
+   Padding, signed-to-unsigned shifting and the NCHW <-> NHWC transposes are the caller's
+   (``addercore.quant.kernels``); this module only sums.
+2. Work is split between OpenMP threads with ``prange(schedule="static")`` over output rows
+   (one unit = one (image, output row) pair).  Each output is summed by one thread, and integer
+   sums are exact, so the result is the same for any thread count and equals the numpy
+   reference (``addercore.quant.reference``) bit for bit.
+3. No buffers: the kernels read the padded input in place ("implicit im2col", adder_int.h), so
+   there is nothing per thread to allocate.
+4. The drivers trust their arguments inside the nogil loop, so every size they index with is
+   checked first (``_check``), including the int32 overflow bound K·(2^bits - 1) < 2^31.
+"""
+from cython.parallel cimport prange
+from libc.stdint cimport uint8_t, uint16_t, int32_t
+
+cdef extern from "adder_int.h" nogil:
+    const char *adder_int_simd_name()
+    void adder_int_row_u8(const uint8_t *xp, int Wp, int C, int kh, int kw, int sh, int sw,
+                          int ho, int Wo, const uint8_t *w, int Cout, int32_t *y)
+    void adder_int_row_u16(const uint16_t *xp, int Wp, int C, int kh, int kw, int sh, int sw,
+                           int ho, int Wo, const uint16_t *w, int Cout, int32_t *y)
+
+
+def simd_name():
+    """Instruction set of the integer kernels: "avx512bw", "avx2" or "scalar"."""
+    return adder_int_simd_name().decode()
+
+
+cdef _check(tuple xshape, tuple wshape, tuple yshape, int sh, int sw, int num_threads,
+            long vmax):
+    cdef long N = xshape[0], Hp = xshape[1], Wp = xshape[2], C = xshape[3]
+    cdef long Cout = wshape[0], kh = wshape[1], kw = wshape[2]
+    if wshape[3] != C:
+        raise ValueError(f"filters must have shape (Cout, kh, kw, {C}), got {wshape}")
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or C < 1 or Cout < 1:
+        raise ValueError(f"kernel, stride, channels must be >= 1: kernel ({kh}, {kw}), "
+                         f"stride ({sh}, {sw}), C {C}, Cout {Cout}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    if Hp < kh or Wp < kw:
+        raise ValueError(f"padded input ({Hp}, {Wp}) smaller than the kernel ({kh}, {kw})")
+    cdef long Ho = (Hp - kh) // sh + 1, Wo = (Wp - kw) // sw + 1
+    if yshape != (N, Ho, Wo, Cout):
+        raise ValueError(f"y must have shape {(N, Ho, Wo, Cout)}, got {yshape}")
+    if kh * kw * C * vmax >= 2 ** 31:
+        raise ValueError(f"K·(2^bits - 1) = {kh * kw * C} x {vmax} overflows int32")
+
+
+def adder_int_nhwc(xp, w, y, int sh, int sw, int num_threads):
+    """y[n, ho, wo, t] = Σ_{i,j,c} |xp[n, ho·sh + i, wo·sw + j, c] - w[t, i, j, c]| (int32).
+
+    xp: (N, Hp, Wp, C) padded input, w: (Cout, kh, kw, C); both C-contiguous uint8 or both
+    uint16. y: (N, Ho, Wo, Cout) int32, C-contiguous, overwritten. Raises ValueError on a
+    geometry mismatch, TypeError on other dtypes.
+    """
+    if xp.dtype != w.dtype or xp.dtype.name not in ("uint8", "uint16"):
+        raise TypeError(f"xp and w must both be uint8 or both uint16, got {xp.dtype}, {w.dtype}")
+    if y.dtype.name != "int32":
+        raise TypeError(f"y must be int32, got {y.dtype}")
+    for name, a in (("xp", xp), ("w", w), ("y", y)):
+        if a.ndim != 4 or not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be a C-contiguous 4-d array, got shape {a.shape}")
+    _check(xp.shape, w.shape, y.shape, sh, sw, num_threads,
+           255 if xp.dtype.name == "uint8" else 65535)
+    if xp.shape[0] == 0:
+        return y
+    if xp.dtype.name == "uint8":
+        _run_u8(xp, w, y, sh, sw, num_threads)
+    else:
+        _run_u16(xp, w, y, sh, sw, num_threads)
+    return y
+
+
+cdef void _run_u8(const uint8_t[:, :, :, ::1] xp, const uint8_t[:, :, :, ::1] w,
+                  int32_t[:, :, :, ::1] y, int sh, int sw, int num_threads) noexcept:
+    cdef int N = xp.shape[0], Wp = xp.shape[2], C = xp.shape[3]
+    cdef int Cout = w.shape[0], kh = w.shape[1], kw = w.shape[2]
+    cdef int Ho = y.shape[1], Wo = y.shape[2]
+    cdef long unit, units = <long>N * Ho
+    cdef int n, ho
+    with nogil:
+        for unit in prange(units, schedule="static", num_threads=num_threads):
+            n = <int>(unit // Ho)
+            ho = <int>(unit % Ho)
+            adder_int_row_u8(&xp[n, 0, 0, 0], Wp, C, kh, kw, sh, sw, ho, Wo, &w[0, 0, 0, 0],
+                             Cout, &y[n, ho, 0, 0])
+
+
+cdef void _run_u16(const uint16_t[:, :, :, ::1] xp, const uint16_t[:, :, :, ::1] w,
+                   int32_t[:, :, :, ::1] y, int sh, int sw, int num_threads) noexcept:
+    cdef int N = xp.shape[0], Wp = xp.shape[2], C = xp.shape[3]
+    cdef int Cout = w.shape[0], kh = w.shape[1], kw = w.shape[2]
+    cdef int Ho = y.shape[1], Wo = y.shape[2]
+    cdef long unit, units = <long>N * Ho
+    cdef int n, ho
+    with nogil:
+        for unit in prange(units, schedule="static", num_threads=num_threads):
+            n = <int>(unit // Ho)
+            ho = <int>(unit % Ho)
+            adder_int_row_u16(&xp[n, 0, 0, 0], Wp, C, kh, kw, sh, sw, ho, Wo, &w[0, 0, 0, 0],
+                              Cout, &y[n, ho, 0, 0])
+
+
+def glue_fixed(srcs, mult, bias, shift, vmax, out, int num_threads):
+    """Fixed-point glue (addercore.quant.model): for every view v, position p, channel t,
+    ``out[v, p, t] = clip((Σ_k mult[v, k, t]·srcs[k][p, t] + bias[v, t] + 2^(shift[v]−1))
+    >> shift[v], 0, vmax[v])`` in int64 (arithmetic shift, i.e. floor), as numpy computes it.
+
+    srcs: 1..4 int32 (P, C) C-contiguous arrays; mult int32 (V, K, C); bias int64 (V, C);
+    shift int32 (V,) in [1, 62]; vmax int32 (V,); out int32 (V, P, C), overwritten.
+    """
+    cdef int K = len(srcs)
+    if not 1 <= K <= 4:
+        raise ValueError(f"glue_fixed takes 1..4 sources, got {K}")
+    P, C = srcs[0].shape
+    V = mult.shape[0]
+    for s in srcs:
+        if s.dtype.name != "int32" or s.shape != (P, C) or not s.flags.c_contiguous:
+            raise ValueError(f"sources must be C-contiguous int32 ({P}, {C})")
+    if mult.shape != (V, K, C) or bias.shape != (V, C) or shift.shape != (V,) \
+            or vmax.shape != (V,) or out.shape != (V, P, C):
+        raise ValueError("glue_fixed: mult (V, K, C), bias (V, C), shift (V,), vmax (V,), "
+                         "out (V, P, C) do not match")
+    if shift.min() < 1 or shift.max() > 62:
+        raise ValueError("shift must lie in [1, 62]")
+    padded = list(srcs) + [srcs[0]] * (4 - K)
+    _glue(padded[0], padded[1], padded[2], padded[3], K, mult, bias, shift, vmax, out,
+          num_threads)
+    return out
+
+
+cdef void _glue(const int32_t[:, ::1] s0, const int32_t[:, ::1] s1, const int32_t[:, ::1] s2,
+                const int32_t[:, ::1] s3, int K, const int32_t[:, :, ::1] mult,
+                const long long[:, ::1] bias, const int32_t[::1] shift,
+                const int32_t[::1] vmax, int32_t[:, :, ::1] out, int num_threads) noexcept:
+    cdef Py_ssize_t P = s0.shape[0], C = s0.shape[1], V = mult.shape[0]
+    cdef Py_ssize_t p, t, v
+    cdef long long acc, rnd, hi
+    cdef int sh
+    cdef const int32_t *a0
+    cdef const int32_t *a1
+    cdef const int32_t *a2
+    cdef const int32_t *a3
+    cdef const int32_t *m
+    cdef const long long *b
+    cdef int32_t *o
+    if P == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule="static", num_threads=num_threads):
+            a0 = &s0[p, 0]
+            a1 = &s1[p, 0]
+            a2 = &s2[p, 0]
+            a3 = &s3[p, 0]
+            for v in range(V):
+                sh = shift[v]
+                rnd = (<long long>1) << (sh - 1)
+                hi = vmax[v]
+                m = &mult[v, 0, 0]
+                b = &bias[v, 0]
+                o = &out[v, p, 0]
+                for t in range(C):
+                    acc = b[t] + <long long>m[t] * a0[t]
+                    if K > 1:
+                        acc = acc + <long long>m[C + t] * a1[t]
+                    if K > 2:
+                        acc = acc + <long long>m[2 * C + t] * a2[t]
+                    if K > 3:
+                        acc = acc + <long long>m[3 * C + t] * a3[t]
+                    acc = (acc + rnd) >> sh
+                    if acc < 0:
+                        acc = 0
+                    elif acc > hi:
+                        acc = hi
+                    o[t] = <int32_t>acc
