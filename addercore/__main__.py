@@ -51,7 +51,8 @@ def _parser():
     ver.add_argument("--select", action="append", metavar="PATTERN",
                      help="only cases whose name matches this glob (repeatable)")
     ver.add_argument("--op", action="append", metavar="OP",
-                     help="only cases of this op: adder2d, conv2d, batch_norm2d, resnet_cifar "
+                     help="only cases of this op: adder2d, conv2d, batch_norm2d, resnet_cifar, "
+                          "adder2d_int, resnet_int "
                           "(repeatable)")
     ver.add_argument("--expect-digest", metavar="HEX",
                      help="refuse (exit 2) unless manifest.json has this sha256; 'committed' "

@@ -50,3 +50,23 @@ def test_cases_exact_and_deterministic():
             logits_full = q.forward(ins["x"])
             np.testing.assert_allclose(out["logits"], logits_full, rtol=1e-12, atol=1e-12)
         assert set(G.input_names(c, {**ins, **out})) == set(ins)
+
+
+def test_registered_in_the_full_golden_set(tmp_path):
+    # the integer kinds go through addercore.golden like every op: generate, split, verify
+    from addercore import golden
+
+    assert {"adder2d_int", "resnet_int"} <= set(golden.KINDS)
+    assert not any(c["op"] in G.OPS for c in golden.cases(small=True))  # committed set unchanged
+    manifest = golden.generate(tmp_path, select=["adder2d_int_b8*", "adder2d_int_b16*"])
+    entries = manifest["cases"]
+    assert entries and {e["op"] for e in entries} == {"adder2d_int"}
+    for e in entries:
+        assert e["inputs"] == ["weight", "x"] and e["outputs"] == ["output"]
+        arrays = golden.read_npz(tmp_path / e["file"])
+        p = e["params"]
+        expected = R.adder2d_int(arrays["x"], arrays["weight"], tuple(p["stride"]),
+                                 tuple(p["padding"]), p["pad_value"])
+        assert arrays["output"].dtype == np.int32 and np.array_equal(arrays["output"], expected)
+    results = golden.verify(tmp_path)
+    assert len(results) == len(entries) and all(r.ok for r in results)

@@ -222,8 +222,12 @@ def _check_entry(index, entry, where):
     problem = _lexical_check(need("file", (str,), "a string"), "'file'")
     if problem:
         raise ValueError(f"{label}: {problem}")
-    if need("dtype", (str,), "a string") not in ("float32", "float64"):
-        raise ValueError(f"{label}: 'dtype' must be 'float32' or 'float64', got "
+    integer_kind = entry["op"] in ("adder2d_int", "resnet_int")  # code dtypes (quant)
+    allowed = ("float32", "float64") + (("uint8", "uint16", "int8", "int16", "float32")
+                                        if integer_kind else ())
+    if need("dtype", (str,), "a string") not in allowed:
+        raise ValueError(f"{label}: 'dtype' must be 'float32' or 'float64'"
+                         f"{' (or an integer code dtype)' if integer_kind else ''}, got "
                          f"{entry['dtype']!r}")
     need("params", (dict,), "an object")
     for key in ("inputs", "outputs"):

@@ -25,6 +25,19 @@ class Kind:
         return name in self.input_names or name.startswith(self.input_prefixes or ("\0",))
 
 
+def _int_inputs(case, rng, dtype):
+    # integer inference (addercore.quant): the cases draw from default_rng(seed) themselves
+    from ..quant import golden_cases
+
+    return golden_cases.make_inputs(case)
+
+
+def _int_outputs(case, inputs):
+    from ..quant import golden_cases
+
+    return golden_cases.compute_case(case, inputs)
+
+
 KINDS = {k.name: k for k in (
     Kind("adder2d", ("x", "weight", "grad_output"), inputs.sliding_window_inputs,
          compute.adder2d_outputs),
@@ -34,6 +47,10 @@ KINDS = {k.name: k for k in (
          inputs.batch_norm_inputs, compute.batch_norm2d_outputs),
     Kind("resnet_cifar", ("x", "target"), inputs.network_inputs, compute.network_outputs,
          input_prefixes=("state.",)),
+    # integer inference (docs/integer-format.md appendix): exact int32 sums of uint8/uint16 codes,
+    # and a whole quantised ResNet whose graph is stored in the case's params by its inputs
+    Kind("adder2d_int", ("x", "weight"), _int_inputs, _int_outputs),
+    Kind("resnet_int", ("x",), _int_inputs, _int_outputs, input_prefixes=("q.", "stem_codes.")),
 )}
 
 
