@@ -17,7 +17,7 @@ fi
 if [ "$PART" = all ] || [ "$PART" = shared ]; then
     for clip in mse max 99.99; do
         for bits in 8 6 5 4; do
-            if [ "$clip" = max ]; then run --bits $bits; else run --bits $bits --act-percentile $clip; fi
+            run --bits $bits --act-percentile $clip
         done
     done
 fi
@@ -26,8 +26,7 @@ if [ "$PART" = all ] || [ "$PART" = grouped ]; then
     # clamp), so the grouped model is arithmetically the shared one.
     for clip in mse max; do
         for bits in 8 6 5 4; do
-            if [ "$clip" = max ]; then run --bits $bits --scheme grouped --groups 4
-            else run --bits $bits --scheme grouped --groups 4 --act-percentile $clip; fi
+            run --bits $bits --scheme grouped --groups 4 --act-percentile $clip
         done
     done
 fi
