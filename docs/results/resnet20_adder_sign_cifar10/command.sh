@@ -1,2 +1,4 @@
 # run from a snapshot of commit f41e8f7 (addercore, addercore_ext with its built kernels, examples), nice 19
 python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py --no-download --model resnet20 --kind adder --filter-grad sign --epochs 10 --threads 1 --seed 0 --out /work/main/docs/results/resnet20_adder_sign_cifar10 --log-interval 60
+# 01:01 UTC stopped by SIGTERM at the end of session 3 (mid-epoch checkpoint); resume with the current code:
+python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py --no-download --model resnet20 --kind adder --filter-grad sign --epochs 10 --threads 1 --seed 0 --out docs/results/resnet20_adder_sign_cifar10 --log-interval 60 --resume
