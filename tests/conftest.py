@@ -4,6 +4,7 @@ CIFAR-10 batches and the authors' checkpoint): a missing file skips the test, ex
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -46,3 +47,13 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"{len(_SLOW_LEFT_OUT)} slow test(s) left out of the default run; run them with "
             f"`python -m pytest -m slow` (CI=true runs everything)")
+
+
+def synthetic_cifar(n, seed):
+    """Learnable synthetic CIFAR-like data, ``(uint8 (n, 3, 32, 32), int64 (n,))``: the class
+    sets the mean colour of the image, so a few steps of training beat chance."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    base = (y[:, None] * 25 + np.array([0, 80, 160])) % 256
+    x = np.clip(base[:, :, None, None] + rng.normal(0, 30, (n, 3, 32, 32)), 0, 255)
+    return x.astype(np.uint8), y.astype(np.int64)

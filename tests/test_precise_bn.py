@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import synthetic_cifar
 
 from addercore import nn, no_grad
 from addercore import io as aio
@@ -69,12 +70,7 @@ def test_recalibrate_refuses_empty_or_no_batchnorm():
         nn.recalibrate_batchnorm(nn.Sequential(nn.BatchNorm2d(2)), [])
 
 
-def _synthetic(n, seed):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 10, n)
-    base = (y[:, None] * 25 + np.array([0, 80, 160])) % 256
-    x = np.clip(base[:, :, None, None] + rng.normal(0, 30, (n, 3, 32, 32)), 0, 255)
-    return x.astype(np.uint8), y.astype(np.int64)
+_synthetic = synthetic_cifar  # tests/conftest.py
 
 
 def test_training_reports_both_accuracies_and_resumes_bit_exactly(tmp_path):

@@ -17,7 +17,7 @@ from addercore.threads import num_threads
 from addercore.models import resnet20
 from addercore.train import (METRIC_FIELDS, NonFiniteLossError, Trainer, TrainConfig,
                              TrainingInterrupted, evaluate, load_weights, train)
-from conftest import shared_data_path
+from conftest import shared_data_path, synthetic_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "examples" / "train_cifar.py"
@@ -31,13 +31,7 @@ def _one_thread():
         yield
 
 
-def _synthetic(n, seed):
-    """Learnable synthetic CIFAR-like data: the class sets the mean colour of the image."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 10, n)
-    base = (y[:, None] * 25 + np.array([0, 80, 160])) % 256
-    x = np.clip(base[:, :, None, None] + rng.normal(0, 30, (n, 3, 32, 32)), 0, 255)
-    return x.astype(np.uint8), y.astype(np.int64)
+_synthetic = synthetic_cifar  # tests/conftest.py
 
 
 def _config(tmp_path, name, **kw):

@@ -19,7 +19,7 @@ from addercore.threads import num_threads
 from addercore.train import (NonFiniteStateError, RunExistsError, RunFolder,
                              RunFolderBusyError, RunFolderError, StepMemoryError, Trainer, TrainConfig,
                              check_step_memory, step_bytes, train)
-from conftest import shared_data_path
+from conftest import shared_data_path, synthetic_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "examples" / "train_cifar.py"
@@ -32,12 +32,7 @@ def _one_thread():
         yield
 
 
-def _synthetic(n, seed):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 10, n)
-    base = (y[:, None] * 25 + np.array([0, 80, 160])) % 256
-    x = np.clip(base[:, :, None, None] + rng.normal(0, 30, (n, 3, 32, 32)), 0, 255)
-    return x.astype(np.uint8), y.astype(np.int64)
+_synthetic = synthetic_cifar  # tests/conftest.py
 
 
 DATA, TEST = _synthetic(8, 0), _synthetic(4, 1)
