@@ -11,18 +11,25 @@ Design
    (one unit = one (image, output row) pair).  Each output is summed by one thread, and integer
    sums are exact, so the result is the same for any thread count and equals the numpy
    reference (``addercore.quant.reference``) bit for bit.
-3. No buffers: the kernels read the padded input in place ("implicit im2col", adder_int.h), so
-   there is nothing per thread to allocate.
+3. No per-thread buffers: the kernels read the padded input in place ("implicit im2col",
+   adder_int.h).  The 8-bit SIMD path reads the filters packed 8 taps x 4 or 8 filters per
+   vector (adder_int.h design point 3); they are packed once per call, before the parallel
+   loop, into one shared read-only buffer.
 4. The drivers trust their arguments inside the nogil loop, so every size they index with is
    checked first (``_check``), including the int32 overflow bound K·(2^bits - 1) < 2^31.
 """
+import numpy as np
+
 from cython.parallel cimport prange
 from libc.stdint cimport uint8_t, uint16_t, int32_t
 
 cdef extern from "adder_int.h" nogil:
     const char *adder_int_simd_name()
+    long adder_int_packed_size_u8(int Cout, int kh, long L)
+    void adder_int_pack_u8(const uint8_t *w, int Cout, int kh, long L, uint8_t *wp)
     void adder_int_row_u8(const uint8_t *xp, int Wp, int C, int kh, int kw, int sh, int sw,
-                          int ho, int Wo, const uint8_t *w, int Cout, int32_t *y)
+                          int ho, int Wo, const uint8_t *w, const uint8_t *wp, int Cout,
+                          int32_t *y)
     void adder_int_row_u16(const uint16_t *xp, int Wp, int C, int kh, int kw, int sh, int sw,
                            int ho, int Wo, const uint16_t *w, int Cout, int32_t *y)
 
@@ -71,25 +78,29 @@ def adder_int_nhwc(xp, w, y, int sh, int sw, int num_threads):
     if xp.shape[0] == 0:
         return y
     if xp.dtype.name == "uint8":
-        _run_u8(xp, w, y, sh, sw, num_threads)
+        wp = np.empty(max(1, adder_int_packed_size_u8(w.shape[0], w.shape[1],
+                                                      w.shape[2] * w.shape[3])), np.uint8)
+        _run_u8(xp, w, wp, y, sh, sw, num_threads)
     else:
         _run_u16(xp, w, y, sh, sw, num_threads)
     return y
 
 
 cdef void _run_u8(const uint8_t[:, :, :, ::1] xp, const uint8_t[:, :, :, ::1] w,
-                  int32_t[:, :, :, ::1] y, int sh, int sw, int num_threads) noexcept:
+                  uint8_t[::1] wp, int32_t[:, :, :, ::1] y, int sh, int sw,
+                  int num_threads) noexcept:
     cdef int N = xp.shape[0], Wp = xp.shape[2], C = xp.shape[3]
     cdef int Cout = w.shape[0], kh = w.shape[1], kw = w.shape[2]
     cdef int Ho = y.shape[1], Wo = y.shape[2]
     cdef long unit, units = <long>N * Ho
     cdef int n, ho
     with nogil:
+        adder_int_pack_u8(&w[0, 0, 0, 0], Cout, kh, <long>kw * C, &wp[0])
         for unit in prange(units, schedule="static", num_threads=num_threads):
             n = <int>(unit // Ho)
             ho = <int>(unit % Ho)
             adder_int_row_u8(&xp[n, 0, 0, 0], Wp, C, kh, kw, sh, sw, ho, Wo, &w[0, 0, 0, 0],
-                             Cout, &y[n, ho, 0, 0])
+                             &wp[0], Cout, &y[n, ho, 0, 0])
 
 
 cdef void _run_u16(const uint16_t[:, :, :, ::1] xp, const uint16_t[:, :, :, ::1] w,

@@ -14,6 +14,13 @@ SHAPES = [  # N, C, H, W, Cout, kh, kw, stride, padding
     (2, 64, 8, 8, 9, 3, 3, 1, 1),
     (2, 7, 5, 6, 9, 2, 3, (1, 2), (2, 0)),
     (1, 33, 4, 4, 4, 3, 3, 1, 1),
+    # the 8-bit SIMD blocks: 1..5 groups of 4 (ymm) or 8 (zmm) filters, position tails, short
+    # runs (L < 8), ResNet-20 shapes
+    (1, 16, 10, 19, 24, 3, 3, 1, 1),
+    (1, 8, 6, 17, 40, 1, 1, 1, 0),
+    (2, 16, 9, 9, 64, 3, 3, 2, 1),
+    (1, 2, 5, 13, 33, 3, 3, 1, 1),
+    (2, 16, 12, 12, 32, 1, 1, 2, 0),
 ]
 
 
