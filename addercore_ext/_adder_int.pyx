@@ -21,7 +21,7 @@ Design
 import numpy as np
 
 from cython.parallel cimport prange
-from libc.stdint cimport uint8_t, uint16_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, int32_t, int64_t
 
 cdef extern from "adder_int.h" nogil:
     const char *adder_int_simd_name()
@@ -118,13 +118,25 @@ cdef void _run_u16(const uint16_t[:, :, :, ::1] xp, const uint16_t[:, :, :, ::1]
                               Cout, &y[n, ho, 0, 0])
 
 
-def glue_fixed(srcs, mult, bias, shift, vmax, out, int num_threads):
-    """Fixed-point glue (addercore.quant.model): for every view v, position p, channel t,
-    ``out[v, p, t] = clip((Σ_k mult[v, k, t]·srcs[k][p, t] + bias[v, t] + 2^(shift[v]−1))
-    >> shift[v], 0, vmax[v])`` in int64 (arithmetic shift, i.e. floor), as numpy computes it.
+cdef extern from "glue_int.h" nogil:
+    void glue_rows(const int32_t *s0, const int32_t *s1, const int32_t *s2, const int32_t *s3,
+                   int K, long p0, long p1, int C, const int32_t *mult, const int64_t *bias,
+                   int sh, int64_t vmax, void *out, int kind)
+
+cdef enum:
+    MAX_VIEWS = 16
+    GLUE_CHUNK = 64  # positions per parallel work unit
+
+
+def glue_fixed(srcs, mult, bias, shift, vmax, outs, int num_threads):
+    """Fixed-point glue (addercore.quant.model, glue_int.h): for every view v, position p,
+    channel t, ``outs[v][p, t] = clip((Σ_k mult[v, k, t]·srcs[k][p, t] + bias[v, t]
+    + 2^(shift[v]−1)) >> shift[v], 0, vmax[v])`` in int64 (arithmetic shift, i.e. floor), as
+    numpy computes it, stored in the dtype of ``outs[v]``.
 
     srcs: 1..4 int32 (P, C) C-contiguous arrays; mult int32 (V, K, C); bias int64 (V, C);
-    shift int32 (V,) in [1, 62]; vmax int32 (V,); out int32 (V, P, C), overwritten.
+    shift int32 (V,) in [1, 62]; vmax int32 (V,) that fits outs[v]'s dtype; outs: V
+    C-contiguous (P, C) arrays of uint8, uint16 or int32, overwritten.  Returns outs.
     """
     cdef int K = len(srcs)
     if not 1 <= K <= 4:
@@ -134,59 +146,51 @@ def glue_fixed(srcs, mult, bias, shift, vmax, out, int num_threads):
     for s in srcs:
         if s.dtype.name != "int32" or s.shape != (P, C) or not s.flags.c_contiguous:
             raise ValueError(f"sources must be C-contiguous int32 ({P}, {C})")
+    if mult.dtype.name != "int32" or bias.dtype.name != "int64" or shift.dtype.name != "int32" \
+            or vmax.dtype.name != "int32":
+        raise TypeError("glue_fixed: mult int32, bias int64, shift int32, vmax int32")
     if mult.shape != (V, K, C) or bias.shape != (V, C) or shift.shape != (V,) \
-            or vmax.shape != (V,) or out.shape != (V, P, C):
+            or vmax.shape != (V,) or len(outs) != V:
         raise ValueError("glue_fixed: mult (V, K, C), bias (V, C), shift (V,), vmax (V,), "
-                         "out (V, P, C) do not match")
-    if shift.min() < 1 or shift.max() > 62:
+                         "V outs do not match")
+    if V > MAX_VIEWS:
+        raise ValueError(f"glue_fixed takes at most {MAX_VIEWS} views, got {V}")
+    if V and (shift.min() < 1 or shift.max() > 62):
         raise ValueError("shift must lie in [1, 62]")
+    limits = {"uint8": 255, "uint16": 65535, "int32": 2 ** 31 - 1}
+    for v, o in enumerate(outs):
+        if o.dtype.name not in limits or o.shape != (P, C) or not o.flags.c_contiguous:
+            raise ValueError(f"outs[{v}] must be a C-contiguous ({P}, {C}) uint8, uint16 or "
+                             f"int32 array, got {o.dtype} {o.shape}")
+        if not 0 <= int(vmax[v]) <= limits[o.dtype.name]:
+            raise ValueError(f"vmax[{v}] = {int(vmax[v])} does not fit outs[{v}] ({o.dtype})")
     padded = list(srcs) + [srcs[0]] * (4 - K)
-    _glue(padded[0], padded[1], padded[2], padded[3], K, mult, bias, shift, vmax, out,
+    _glue(padded[0], padded[1], padded[2], padded[3], K, mult, bias, shift, vmax,
+          [o.reshape(-1).view(np.uint8) for o in outs], [o.itemsize for o in outs],
           num_threads)
-    return out
+    return outs
 
 
 cdef void _glue(const int32_t[:, ::1] s0, const int32_t[:, ::1] s1, const int32_t[:, ::1] s2,
                 const int32_t[:, ::1] s3, int K, const int32_t[:, :, ::1] mult,
-                const long long[:, ::1] bias, const int32_t[::1] shift,
-                const int32_t[::1] vmax, int32_t[:, :, ::1] out, int num_threads) noexcept:
+                const int64_t[:, ::1] bias, const int32_t[::1] shift,
+                const int32_t[::1] vmax, list out_bytes, list kinds, int num_threads):
     cdef Py_ssize_t P = s0.shape[0], C = s0.shape[1], V = mult.shape[0]
-    cdef Py_ssize_t p, t, v
-    cdef long long acc, rnd, hi
-    cdef int sh
-    cdef const int32_t *a0
-    cdef const int32_t *a1
-    cdef const int32_t *a2
-    cdef const int32_t *a3
-    cdef const int32_t *m
-    cdef const long long *b
-    cdef int32_t *o
-    if P == 0:
+    cdef void *optr[MAX_VIEWS]
+    cdef int okind[MAX_VIEWS]
+    cdef uint8_t[::1] ob
+    cdef Py_ssize_t chunk, nchunks = (P + GLUE_CHUNK - 1) // GLUE_CHUNK, p0, p1
+    cdef int v
+    if P == 0 or V == 0:
         return
+    for v in range(V):
+        ob = out_bytes[v]
+        optr[v] = <void *>&ob[0]
+        okind[v] = kinds[v]
     with nogil:
-        for p in prange(P, schedule="static", num_threads=num_threads):
-            a0 = &s0[p, 0]
-            a1 = &s1[p, 0]
-            a2 = &s2[p, 0]
-            a3 = &s3[p, 0]
+        for chunk in prange(nchunks, schedule="static", num_threads=num_threads):
+            p0 = chunk * GLUE_CHUNK
+            p1 = p0 + GLUE_CHUNK if p0 + GLUE_CHUNK < P else P
             for v in range(V):
-                sh = shift[v]
-                rnd = (<long long>1) << (sh - 1)
-                hi = vmax[v]
-                m = &mult[v, 0, 0]
-                b = &bias[v, 0]
-                o = &out[v, p, 0]
-                for t in range(C):
-                    acc = b[t] + <long long>m[t] * a0[t]
-                    if K > 1:
-                        acc = acc + <long long>m[C + t] * a1[t]
-                    if K > 2:
-                        acc = acc + <long long>m[2 * C + t] * a2[t]
-                    if K > 3:
-                        acc = acc + <long long>m[3 * C + t] * a3[t]
-                    acc = (acc + rnd) >> sh
-                    if acc < 0:
-                        acc = 0
-                    elif acc > hi:
-                        acc = hi
-                    o[t] = <int32_t>acc
+                glue_rows(&s0[0, 0], &s1[0, 0], &s2[0, 0], &s3[0, 0], K, p0, p1, <int>C,
+                          &mult[v, 0, 0], &bias[v, 0], shift[v], vmax[v], optr[v], okind[v])

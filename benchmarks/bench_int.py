@@ -7,12 +7,14 @@ Per adder layer shape of CIFAR ResNet-20 (batch ``--batch``), one run each, 1 an
   * ``sgemm``  numpy float32 GEMM W (Cout×K) @ cols (K × N·Ho·Wo) on the already packed patches
                (the multiply-accumulate limit; packing not timed),
 with the ratios to sgemm. Then whole ResNet-20 inference (images/s, batch ``--net-batch``):
-the 8-bit integer model (fixed-point glue) vs addercore's float32 AdderNet; PyTorch's float32
-CNN only if torch is importable (skipped otherwise).
+the 8-bit integer model (fixed-point glue) vs addercore's float32 AdderNet vs PyTorch's
+float32 CNN (the same ResNet-20 with nn.Conv2d, ``bench_torch_resnet20.build``) when torch is
+importable (skipped otherwise; addercore itself never imports torch), in interleaved rounds.
 
     PYTHONPATH=. python benchmarks/bench_int.py [--batch 64] [--net-batch 256]
 
-Timings are a single run (the minimum of ``--repeat``), on whatever the machine is doing.
+Timings are the minimum of ``--repeat`` runs, on whatever the machine is doing; the SIMD line
+says which integer kernels ran (AVX-512BW wherever the build's -march has it, else AVX2).
 """
 import argparse
 import time
@@ -68,7 +70,26 @@ def layers(batch, repeat, threads):
               f"{tf * 1e3:7.1f} ({tf / tg:4.2f}) {tg * 1e3:8.1f}")
 
 
+def _torch_cnn(threads):
+    """PyTorch's float32 ResNet-20 CNN (bench_torch_resnet20.build, eval mode) and its torch
+    module, or (None, None) when torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None, None
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_torch_resnet20 import build
+
+    torch.set_num_threads(threads)
+    net = build(torch, "cnn").eval()
+    return torch, net
+
+
 def network(batch, repeat, threads):
+    """Whole ResNet-20 inference, images/s: float32 AdderNet, 8-bit integer model, PyTorch's
+    float32 CNN (when installed); ``repeat`` interleaved rounds, the best of each."""
     from addercore.models import resnet20
     from addercore.quant import quantize
 
@@ -77,16 +98,32 @@ def network(batch, repeat, threads):
     model.eval()
     x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
     q = quantize(model, x[:64], bits=8)
+    torch, net = _torch_cnn(threads)
+    best = {"f32": float("inf"), "int8": float("inf"), "torch": float("inf")}
     with num_threads(threads), addercore.no_grad():
-        tf = _time(lambda: model(addercore.Tensor(x)), repeat)
-        ti = _time(lambda: q(x), repeat)
+        runs = {"f32": lambda: model(addercore.Tensor(x)), "int8": lambda: q(x)}
+        if torch is not None:
+            xt = torch.from_numpy(x)
+
+            def torch_run():
+                with torch.inference_mode():
+                    net(xt)
+            runs["torch"] = torch_run
+        for fn in runs.values():  # warm-up (first-call allocations, thread pools)
+            fn()
+        for _ in range(repeat):
+            for name, fn in runs.items():
+                best[name] = min(best[name], _time(fn, 1))
+    tf, ti = best["f32"], best["int8"]
     line = (f"ResNet-20 batch {batch}, {threads} thread(s): float32 AdderNet {batch / tf:7.1f} "
             f"img/s, int8 {batch / ti:7.1f} img/s ({tf / ti:4.2f}x)")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    if torch is None:
         line += "; PyTorch not installed (CNN comparison skipped)"
-    print(line)
+    else:
+        tt = best["torch"]
+        line += (f"; PyTorch {torch.__version__} float32 CNN {batch / tt:7.1f} img/s "
+                 f"(int8 {tt / ti:4.2f}x)")
+    print(line, flush=True)
 
 
 def main():

@@ -152,3 +152,35 @@ def test_raw_driver_checks_geometry():
                                   1, 1, 1)
     with pytest.raises(ValueError, match="num_threads"):
         _adder_int.adder_int_nhwc(xp, w, np.zeros((1, 3, 3, 2), np.int32), 1, 1, 0)
+
+
+@pytest.mark.parametrize("out_dtype, vmax", [(np.uint8, 255), (np.uint8, 15), (np.uint16, 4095),
+                                             (np.int32, 2**31 - 1)])
+@pytest.mark.parametrize("nsrc", [1, 2, 3, 4])
+def test_compiled_glue_equals_int64_formula(out_dtype, vmax, nsrc):
+    # clip((Σ_k mult·src_k + bias + 2^(shift-1)) >> shift, 0, vmax) in numpy int64 (arithmetic
+    # shift = floor, negative sums included) against the compiled glue (glue_int.h), which
+    # clamps before a logical shift; 3 views with different shifts, 1 and 2 threads
+    ext = kernels._ext()
+    if ext is None:
+        pytest.skip("compiled integer kernels not built (numpy backend)")
+    rng = np.random.default_rng(nsrc * 7 + int(vmax % 97))
+    P, C, V = 203, 24, 3
+    srcs = [rng.integers(-2**20, 2**20, (P, C)).astype(np.int32) for _ in range(nsrc)]
+    mult = rng.integers(-2**24, 2**24, (V, nsrc, C)).astype(np.int32)
+    bias = rng.integers(-2**40, 2**40, (V, C)).astype(np.int64)
+    shift = np.array([40, 1, 62], np.int32) if nsrc % 2 else np.array([44, 17, 62], np.int32)
+    vmaxs = np.array([vmax, vmax // 3, vmax], np.int32)
+    for v in range(V):
+        acc = bias[v] + sum(mult[v, k].astype(np.int64) * s for k, s in enumerate(srcs))
+        ref = np.clip((acc + (np.int64(1) << (int(shift[v]) - 1))) >> int(shift[v]), 0,
+                      int(vmaxs[v]))
+        if v < 2:  # negative sums (clipped) and positive ones occur
+            assert 0 < (ref == 0).mean() < 1
+        for threads in (1, 2):
+            outs = [np.full((P, C), 77, out_dtype) for _ in range(V)]
+            ext.glue_fixed(srcs, mult, bias, shift, vmaxs, outs, threads)
+            assert np.array_equal(outs[v].astype(np.int64), ref), (v, threads)
+    with pytest.raises(ValueError, match="does not fit"):
+        ext.glue_fixed(srcs, mult, bias, shift, np.array([300, 1, 1], np.int32),
+                       [np.empty((P, C), np.uint8)] * 3, 1)

@@ -198,11 +198,11 @@ class QuantizedModel:
         if ext is not None and len(srcs) <= 4:
             shape = srcs[0].shape
             flat = [np.ascontiguousarray(s, dtype=np.int32).reshape(-1, shape[-1]) for s in srcs]
-            out = np.empty((mult.shape[0],) + flat[0].shape, np.int32)
-            ext.glue_fixed(flat, mult, bias, shift, vmax, out, get_num_threads())
-            for v in range(mult.shape[0]):
-                env[f"{op['output']}.q{v}"] = out[v].reshape(shape).astype(
-                    view_dtype(int(vmax[v])))
+            outs = [np.empty(shape, view_dtype(int(vm))) for vm in vmax]
+            ext.glue_fixed(flat, mult, bias, shift, vmax,
+                           [o.reshape(flat[0].shape) for o in outs], get_num_threads())
+            for v, o in enumerate(outs):
+                env[f"{op['output']}.q{v}"] = o
             return
         for v in range(mult.shape[0]):
             acc = bias[v] + sum(mult[v, k].astype(np.int64) * s for k, s in enumerate(srcs))
