@@ -119,13 +119,21 @@ cdef void _run_u16(const uint16_t[:, :, :, ::1] xp, const uint16_t[:, :, :, ::1]
 
 
 cdef extern from "glue_int.h" nogil:
-    void glue_rows(const int32_t *s0, const int32_t *s1, const int32_t *s2, const int32_t *s3,
-                   int K, long p0, long p1, int C, const int32_t *mult, const int64_t *bias,
-                   int sh, int64_t vmax, void *out, int kind)
+    void glue_rows(const void *const *src, const int *srckind, int K, long p0, long p1, int C,
+                   const int32_t *mult, const int64_t *bias, int sh, int64_t vmax, void *out,
+                   int outkind)
 
 cdef enum:
     MAX_VIEWS = 16
     GLUE_CHUNK = 64  # positions per parallel work unit
+
+_KIND = {"uint8": 1, "uint16": 2, "int32": 4}
+_LIMIT = {"uint8": 255, "uint16": 65535, "int32": 2 ** 31 - 1}
+
+
+def _bytes_of(a):
+    """A flat uint8 view of a C-contiguous array (for its data pointer)."""
+    return a.reshape(-1).view(np.uint8)
 
 
 def glue_fixed(srcs, mult, bias, shift, vmax, outs, int num_threads):
@@ -134,18 +142,20 @@ def glue_fixed(srcs, mult, bias, shift, vmax, outs, int num_threads):
     + 2^(shift[v]−1)) >> shift[v], 0, vmax[v])`` in int64 (arithmetic shift, i.e. floor), as
     numpy computes it, stored in the dtype of ``outs[v]``.
 
-    srcs: 1..4 int32 (P, C) C-contiguous arrays; mult int32 (V, K, C); bias int64 (V, C);
-    shift int32 (V,) in [1, 62]; vmax int32 (V,) that fits outs[v]'s dtype; outs: V
-    C-contiguous (P, C) arrays of uint8, uint16 or int32, overwritten.  Returns outs.
+    srcs: 1..4 C-contiguous (P, C) arrays, int32 accumulators or uint8/uint16 codes;
+    mult int32 (V, K, C); bias int64 (V, C); shift int32 (V,) in [1, 62]; vmax int32 (V,)
+    that fits outs[v]'s dtype; outs: V C-contiguous (P, C) arrays of uint8, uint16 or int32,
+    overwritten.  Returns outs.  ValueError/TypeError on anything else.
     """
     cdef int K = len(srcs)
     if not 1 <= K <= 4:
         raise ValueError(f"glue_fixed takes 1..4 sources, got {K}")
     P, C = srcs[0].shape
     V = mult.shape[0]
-    for s in srcs:
-        if s.dtype.name != "int32" or s.shape != (P, C) or not s.flags.c_contiguous:
-            raise ValueError(f"sources must be C-contiguous int32 ({P}, {C})")
+    for k, s in enumerate(srcs):
+        if s.dtype.name not in _KIND or s.shape != (P, C) or not s.flags.c_contiguous:
+            raise ValueError(f"srcs[{k}] must be a C-contiguous ({P}, {C}) int32, uint16 or "
+                             f"uint8 array, got {s.dtype} {s.shape}")
     if mult.dtype.name != "int32" or bias.dtype.name != "int64" or shift.dtype.name != "int32" \
             or vmax.dtype.name != "int32":
         raise TypeError("glue_fixed: mult int32, bias int64, shift int32, vmax int32")
@@ -157,40 +167,43 @@ def glue_fixed(srcs, mult, bias, shift, vmax, outs, int num_threads):
         raise ValueError(f"glue_fixed takes at most {MAX_VIEWS} views, got {V}")
     if V and (shift.min() < 1 or shift.max() > 62):
         raise ValueError("shift must lie in [1, 62]")
-    limits = {"uint8": 255, "uint16": 65535, "int32": 2 ** 31 - 1}
     for v, o in enumerate(outs):
-        if o.dtype.name not in limits or o.shape != (P, C) or not o.flags.c_contiguous:
+        if o.dtype.name not in _KIND or o.shape != (P, C) or not o.flags.c_contiguous:
             raise ValueError(f"outs[{v}] must be a C-contiguous ({P}, {C}) uint8, uint16 or "
                              f"int32 array, got {o.dtype} {o.shape}")
-        if not 0 <= int(vmax[v]) <= limits[o.dtype.name]:
+        if not 0 <= int(vmax[v]) <= _LIMIT[o.dtype.name]:
             raise ValueError(f"vmax[{v}] = {int(vmax[v])} does not fit outs[{v}] ({o.dtype})")
-    padded = list(srcs) + [srcs[0]] * (4 - K)
-    _glue(padded[0], padded[1], padded[2], padded[3], K, mult, bias, shift, vmax,
-          [o.reshape(-1).view(np.uint8) for o in outs], [o.itemsize for o in outs],
-          num_threads)
+    if P == 0 or V == 0:
+        return outs
+    _glue([_bytes_of(s) for s in srcs], [_KIND[s.dtype.name] for s in srcs], mult, bias,
+          shift, vmax, [_bytes_of(o) for o in outs], [_KIND[o.dtype.name] for o in outs],
+          <long>P, <int>C, num_threads)
     return outs
 
 
-cdef void _glue(const int32_t[:, ::1] s0, const int32_t[:, ::1] s1, const int32_t[:, ::1] s2,
-                const int32_t[:, ::1] s3, int K, const int32_t[:, :, ::1] mult,
-                const int64_t[:, ::1] bias, const int32_t[::1] shift,
-                const int32_t[::1] vmax, list out_bytes, list kinds, int num_threads):
-    cdef Py_ssize_t P = s0.shape[0], C = s0.shape[1], V = mult.shape[0]
+cdef void _glue(list src_bytes, list src_kinds, const int32_t[:, :, ::1] mult,
+                const int64_t[:, ::1] bias, const int32_t[::1] shift, const int32_t[::1] vmax,
+                list out_bytes, list out_kinds, long P, int C, int num_threads):
+    cdef const void *sptr[4]
+    cdef int skind[4]
     cdef void *optr[MAX_VIEWS]
     cdef int okind[MAX_VIEWS]
+    cdef const uint8_t[::1] sb
     cdef uint8_t[::1] ob
-    cdef Py_ssize_t chunk, nchunks = (P + GLUE_CHUNK - 1) // GLUE_CHUNK, p0, p1
-    cdef int v
-    if P == 0 or V == 0:
-        return
+    cdef int K = len(src_bytes), V = mult.shape[0], v, k
+    cdef long chunk, nchunks = (P + GLUE_CHUNK - 1) // GLUE_CHUNK, p0, p1
+    for k in range(K):
+        sb = src_bytes[k]
+        sptr[k] = <const void *>&sb[0]
+        skind[k] = src_kinds[k]
     for v in range(V):
         ob = out_bytes[v]
         optr[v] = <void *>&ob[0]
-        okind[v] = kinds[v]
+        okind[v] = out_kinds[v]
     with nogil:
         for chunk in prange(nchunks, schedule="static", num_threads=num_threads):
             p0 = chunk * GLUE_CHUNK
             p1 = p0 + GLUE_CHUNK if p0 + GLUE_CHUNK < P else P
             for v in range(V):
-                glue_rows(&s0[0, 0], &s1[0, 0], &s2[0, 0], &s3[0, 0], K, p0, p1, <int>C,
-                          &mult[v, 0, 0], &bias[v, 0], shift[v], vmax[v], optr[v], okind[v])
+                glue_rows(sptr, skind, K, p0, p1, C, &mult[v, 0, 0], &bias[v, 0], shift[v],
+                          vmax[v], optr[v], okind[v])

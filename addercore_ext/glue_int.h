@@ -13,7 +13,9 @@
  *    to the code type.  The compiler's own vectorisation of the scalar loop was 3-4x slower
  *    (the int64 -> uint8 narrowing chain).  The channels past the last whole vector, and the
  *    scalar build, use glue_finish.
- * 3. Exact: the same int64 arithmetic as the numpy glue of addercore.quant.model, bit for bit.
+ * 3. A source is an int32 accumulator array or the uint8/uint16 codes of a tensor (the identity
+ *    residual), read in its own type: no widening copy before the call.
+ * 4. Exact: the same int64 arithmetic as the numpy glue of addercore.quant.model, bit for bit.
  */
 #ifndef ADDERCORE_GLUE_INT_H
 #define ADDERCORE_GLUE_INT_H
@@ -35,9 +37,16 @@ static inline int64_t glue_finish(int64_t acc, int64_t rnd, int sh, int64_t vmax
 #define GLUE_LANES 8
 typedef __m512i gluev;
 static inline gluev glue_v_bias(const int64_t *b) { return _mm512_loadu_si512((const void *)b); }
-static inline gluev glue_v_madd(gluev acc, const int32_t *s, const int32_t *m)
+/* 8 sources from element i of src, an array of kind 4 (int32), 2 (uint16) or 1 (uint8) */
+static inline __m512i glue_v_src(const void *src, int kind, long i)
 {
-    __m512i sv = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)s));
+    if (kind == 4) return _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)((const int32_t *)src + i)));
+    if (kind == 2) return _mm512_cvtepu16_epi64(_mm_loadu_si128((const __m128i *)((const uint16_t *)src + i)));
+    return _mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i *)((const uint8_t *)src + i)));
+}
+static inline gluev glue_v_madd(gluev acc, const void *src, int kind, long i, const int32_t *m)
+{
+    __m512i sv = glue_v_src(src, kind, i);
     __m512i mv = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)m));
     return _mm512_add_epi64(acc, _mm512_mul_epi32(sv, mv));
 }
@@ -65,9 +74,17 @@ static inline void glue_v_store_i32(int32_t *q, gluev v)
 #define GLUE_LANES 4
 typedef __m256i gluev;
 static inline gluev glue_v_bias(const int64_t *b) { return _mm256_loadu_si256((const __m256i *)b); }
-static inline gluev glue_v_madd(gluev acc, const int32_t *s, const int32_t *m)
+static inline __m256i glue_v_src(const void *src, int kind, long i)
 {
-    __m256i sv = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)s));
+    if (kind == 4) return _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)((const int32_t *)src + i)));
+    if (kind == 2) return _mm256_cvtepu16_epi64(_mm_loadl_epi64((const __m128i *)((const uint16_t *)src + i)));
+    int32_t w;
+    memcpy(&w, (const uint8_t *)src + i, 4);
+    return _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(w));
+}
+static inline gluev glue_v_madd(gluev acc, const void *src, int kind, long i, const int32_t *m)
+{
+    __m256i sv = glue_v_src(src, kind, i);
     __m256i mv = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)m));
     return _mm256_add_epi64(acc, _mm256_mul_epi32(sv, mv));
 }
@@ -100,13 +117,21 @@ static inline void glue_v_store_u16(uint16_t *q, gluev v)
 static inline void glue_v_store_i32(int32_t *q, gluev v) { _mm_storeu_si128((__m128i *)q, glue_v_i32(v)); }
 #endif
 
+/* element i of a source of kind 4 (int32), 2 (uint16) or 1 (uint8) */
+static inline int64_t glue_src(const void *src, int kind, long i)
+{
+    if (kind == 4) return ((const int32_t *)src)[i];
+    if (kind == 2) return ((const uint16_t *)src)[i];
+    return ((const uint8_t *)src)[i];
+}
+
 #if defined(GLUE_LANES)
 #define GLUE_VECTOR_PART(SUFFIX)                                                               \
     for (; t + GLUE_LANES <= C; t += GLUE_LANES) {                                               \
-        gluev acc = glue_v_madd(glue_v_bias(bias + t), s0 + o + t, m0 + t);                      \
-        if (K > 1) acc = glue_v_madd(acc, s1 + o + t, m1 + t);                                   \
-        if (K > 2) acc = glue_v_madd(acc, s2 + o + t, m2 + t);                                   \
-        if (K > 3) acc = glue_v_madd(acc, s3 + o + t, m3 + t);                                   \
+        gluev acc = glue_v_madd(glue_v_bias(bias + t), src[0], kind[0], o + t, m0 + t);          \
+        if (K > 1) acc = glue_v_madd(acc, src[1], kind[1], o + t, m1 + t);                       \
+        if (K > 2) acc = glue_v_madd(acc, src[2], kind[2], o + t, m2 + t);                       \
+        if (K > 3) acc = glue_v_madd(acc, src[3], kind[3], o + t, m3 + t);                       \
         glue_v_store_##SUFFIX(q + t, glue_v_finish(acc, rnd, sh, vmax));                         \
     }
 #else
@@ -114,9 +139,8 @@ static inline void glue_v_store_i32(int32_t *q, gluev v) { _mm_storeu_si128((__m
 #endif
 
 #define GLUE_ROWS(NAME, OUT_T, SUFFIX)                                                         \
-    static void NAME(const int32_t *s0, const int32_t *s1, const int32_t *s2, const int32_t *s3, \
-                     int K, long p0, long p1, int C, const int32_t *mult, const int64_t *bias,   \
-                     int sh, int64_t vmax, OUT_T *out)                                           \
+    static void NAME(const void *const *src, const int *kind, int K, long p0, long p1, int C,    \
+                     const int32_t *mult, const int64_t *bias, int sh, int64_t vmax, OUT_T *out) \
     {                                                                                            \
         const int64_t rnd = (int64_t)1 << (sh - 1);                                              \
         const int32_t *m0 = mult, *m1 = mult + C, *m2 = mult + 2 * C, *m3 = mult + 3 * C;        \
@@ -126,10 +150,10 @@ static inline void glue_v_store_i32(int32_t *q, gluev v) { _mm_storeu_si128((__m
             int t = 0;                                                                           \
             GLUE_VECTOR_PART(SUFFIX)                                                             \
             for (; t < C; t++) {                                                                 \
-                int64_t acc = bias[t] + (int64_t)m0[t] * s0[o + t];                              \
-                if (K > 1) acc += (int64_t)m1[t] * s1[o + t];                                    \
-                if (K > 2) acc += (int64_t)m2[t] * s2[o + t];                                    \
-                if (K > 3) acc += (int64_t)m3[t] * s3[o + t];                                    \
+                int64_t acc = bias[t] + (int64_t)m0[t] * glue_src(src[0], kind[0], o + t);       \
+                if (K > 1) acc += (int64_t)m1[t] * glue_src(src[1], kind[1], o + t);             \
+                if (K > 2) acc += (int64_t)m2[t] * glue_src(src[2], kind[2], o + t);             \
+                if (K > 3) acc += (int64_t)m3[t] * glue_src(src[3], kind[3], o + t);             \
                 q[t] = (OUT_T)glue_finish(acc, rnd, sh, vmax);                                   \
             }                                                                                    \
         }                                                                                        \
@@ -139,18 +163,18 @@ GLUE_ROWS(glue_rows_u8, uint8_t, u8)
 GLUE_ROWS(glue_rows_u16, uint16_t, u16)
 GLUE_ROWS(glue_rows_i32, int32_t, i32)
 
-/* out: the view's codes; kind 1 uint8, 2 uint16, 4 int32 (its element size) */
-static inline void glue_rows(const int32_t *s0, const int32_t *s1, const int32_t *s2,
-                             const int32_t *s3, int K, long p0, long p1, int C,
-                             const int32_t *mult, const int64_t *bias, int sh, int64_t vmax,
-                             void *out, int kind)
+/* src: K (1..4) arrays (P, C), srckind: their element sizes (4 int32 accumulators, 2 or 1
+ * uint16 / uint8 codes); out: the view's codes, outkind 1 uint8, 2 uint16, 4 int32. */
+static inline void glue_rows(const void *const *src, const int *srckind, int K, long p0, long p1,
+                             int C, const int32_t *mult, const int64_t *bias, int sh,
+                             int64_t vmax, void *out, int outkind)
 {
-    if (kind == 1)
-        glue_rows_u8(s0, s1, s2, s3, K, p0, p1, C, mult, bias, sh, vmax, (uint8_t *)out);
-    else if (kind == 2)
-        glue_rows_u16(s0, s1, s2, s3, K, p0, p1, C, mult, bias, sh, vmax, (uint16_t *)out);
+    if (outkind == 1)
+        glue_rows_u8(src, srckind, K, p0, p1, C, mult, bias, sh, vmax, (uint8_t *)out);
+    else if (outkind == 2)
+        glue_rows_u16(src, srckind, K, p0, p1, C, mult, bias, sh, vmax, (uint16_t *)out);
     else
-        glue_rows_i32(s0, s1, s2, s3, K, p0, p1, C, mult, bias, sh, vmax, (int32_t *)out);
+        glue_rows_i32(src, srckind, K, p0, p1, C, mult, bias, sh, vmax, (int32_t *)out);
 }
 
 #endif /* ADDERCORE_GLUE_INT_H */

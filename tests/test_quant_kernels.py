@@ -166,7 +166,10 @@ def test_compiled_glue_equals_int64_formula(out_dtype, vmax, nsrc):
         pytest.skip("compiled integer kernels not built (numpy backend)")
     rng = np.random.default_rng(nsrc * 7 + int(vmax % 97))
     P, C, V = 203, 24, 3
-    srcs = [rng.integers(-2**20, 2**20, (P, C)).astype(np.int32) for _ in range(nsrc)]
+    # int32 accumulators and, as the identity residual is, uint8 / uint16 codes
+    kinds = [(np.int32, -2**20, 2**20), (np.uint8, 0, 256), (np.uint16, 0, 2**16),
+             (np.int32, -2**20, 2**20)]
+    srcs = [rng.integers(lo, hi, (P, C)).astype(dt) for dt, lo, hi in kinds[:nsrc]]
     mult = rng.integers(-2**24, 2**24, (V, nsrc, C)).astype(np.int32)
     bias = rng.integers(-2**40, 2**40, (V, C)).astype(np.int64)
     shift = np.array([40, 1, 62], np.int32) if nsrc % 2 else np.array([44, 17, 62], np.int32)

@@ -197,7 +197,7 @@ class QuantizedModel:
         ext = kernels_ext()
         if ext is not None and len(srcs) <= 4:
             shape = srcs[0].shape
-            flat = [np.ascontiguousarray(s, dtype=np.int32).reshape(-1, shape[-1]) for s in srcs]
+            flat = [np.ascontiguousarray(s).reshape(-1, shape[-1]) for s in srcs]
             outs = [np.empty(shape, view_dtype(int(vm))) for vm in vmax]
             ext.glue_fixed(flat, mult, bias, shift, vmax,
                            [o.reshape(flat[0].shape) for o in outs], get_num_threads())
