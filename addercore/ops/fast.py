@@ -16,6 +16,8 @@ the backward also the transposed grad_output tile, and the per-slot filter-gradi
 ``slots × Cout × K``) are cached per Python thread and dtype and grown on demand, so the hot
 path of a training loop allocates nothing large after the first step.
 """
+import functools
+import math
 import threading
 
 import numpy as np
@@ -76,9 +78,10 @@ def clear_workspaces():
 
 
 def _workspace(name, dtype, shape, zero=False):
-    """A cached C-contiguous array of ``shape`` and ``dtype``; reallocated only when larger."""
-    key = (name, np.dtype(dtype).char)
-    size = int(np.prod(shape))
+    """A cached C-contiguous array of ``shape`` and ``dtype``; reallocated only when larger.
+    (A few microseconds at most: a small layer's whole call costs tens of them.)"""
+    key = (name, dtype.char)
+    size = math.prod(shape)
     buf = _local.__dict__.get(key)
     if buf is None or buf.size < size:
         buf = np.empty(max(size, 1), dtype=dtype)
@@ -101,8 +104,18 @@ def _tile_positions(k, itemsize, which):
 def _geometry(x, weight, stride, padding, geometry):
     """The geometry validation built, or (called directly) one from the shapes."""
     if geometry is None:
-        geometry = Conv2dGeometry.from_shapes(x.shape, weight.shape, stride, padding)
+        try:
+            geometry = _cached_geometry(x.shape, weight.shape, stride, padding)
+        except TypeError:  # unhashable stride/padding (a list): not cached
+            geometry = Conv2dGeometry.from_shapes(x.shape, weight.shape, stride, padding)
     return geometry
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_geometry(x_shape, weight_shape, stride, padding):
+    """Conv2dGeometry.from_shapes, memoised (it is frozen; building one costs ~10 us, as
+    much as the arithmetic of a small layer)."""
+    return Conv2dGeometry.from_shapes(x_shape, weight_shape, stride, padding)
 
 
 def adder2d_forward(x, weight, stride=1, padding=0, norm="l1", geometry=None):
