@@ -179,7 +179,12 @@ def test_raw_drivers_check_workspaces_and_geometry():
     # tiles of 64 positions = the whole 8x8 output: col needs exactly K x 64
     assert _adder.tile_capacity(64, 64, 4) == 64
     col = np.zeros((1, 27 * 64), f32)
-    xp = np.zeros((1, 3 * 100 + _adder.PAD_SLACK), f32)
+    # column planes of one image (C·kw·sh·(Ho + (kh-1)·dh // sh)·Wo = 3·3·1·10·8), and their
+    # gradient for the backward
+    assert _adder.source_size(3, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1) == 720
+    assert _adder.source_size(3, 8, 8, 1, 1, 1, 1, 0, 0, 1, 1) == 3 * 64  # x itself
+    assert _adder.source_size(3, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1) == 3 * 3 * 2 * 5 * 4
+    xp = np.zeros((1, 2 * 720 + _adder.PAD_SLACK), f32)
     _adder.adder_forward(x, w, y, 3, 3, 1, 1, 1, 1, _adder.FORWARD_L1, 64, col, xp, 1)  # fits
     cases = [
         ("col_workspace", dict(col=col[:, :-1])),

@@ -101,6 +101,12 @@ def _tile_positions(k, itemsize, which):
     return int(block * max(TILE_MIN_BLOCKS, blocks))
 
 
+def _source_size(geo):
+    """Elements of one image's packing source (column planes, adder_pack.h)."""
+    (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
+    return _adder.source_size(geo.cin, geo.h, geo.w, geo.kh, geo.kw, sh, sw, ph, pw, dh, dw)
+
+
 def _geometry(x, weight, stride, padding, geometry):
     """The geometry validation built, or (called directly) one from the shapes."""
     if geometry is None:
@@ -141,8 +147,7 @@ def _tiled_forward(x, weight, y, geo, mode):
     tile = _tile_positions(k, x.itemsize, "forward")
     cap = _adder.tile_capacity(ho * wo, tile, x.itemsize)
     col = _workspace("col", x.dtype, (threads, k * cap))
-    xpad = _workspace("padded_image", x.dtype,
-                      (threads, geo.cin * geo.hp * geo.wp + _adder.PAD_SLACK))
+    xpad = _workspace("padded_image", x.dtype, (threads, _source_size(geo) + _adder.PAD_SLACK))
     _adder.adder_forward(x, weight.reshape(geo.cout, -1), y, geo.kh, geo.kw, sh, sw, ph, pw,
                          mode, tile, col, xpad, threads, geo.groups, *geo.dilation)
 
@@ -194,8 +199,8 @@ def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode):
     cap = _adder.tile_capacity(ho * wo, tile, x.itemsize)
     col = _workspace("col", dtype, (threads, max(k * cap, 1)))
     g_t = _workspace("grad_output_t", dtype, (threads, max(2 * cout * cap, 1)))
-    xpad = _workspace("padded_image", dtype,
-                      (threads, geo.cin * geo.hp * geo.wp + _adder.PAD_SLACK))
+    # the column planes and their gradient
+    xpad = _workspace("padded_image", dtype, (threads, 2 * _source_size(geo) + _adder.PAD_SLACK))
     partial = _workspace("partial_grad_weight", dtype, (slots, cout, k), zero=True)
     partial_sum = _workspace("partial_grad_sum", dtype, (slots, cout), zero=True)
     # each group's filters transposed, group after group: (groups·K, Cout/groups)
