@@ -115,11 +115,29 @@ static inline long FN(source_channel_stride)(int H, int W, int kh, int kw, int s
     return (long)kw * sh * FN(planes_rows)(Ho, kh, sh, dh) * Wo;
 }
 
+/* Short element loops stay loops: gcc would otherwise turn each row's zero fill and copy into
+ * a memset/memmove call, which costs more than the row itself at widths 1-3. */
+#ifndef PACK_INLINE_LOOPS
+#if defined(__GNUC__) && !defined(__clang__)
+#define PACK_INLINE_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define PACK_INLINE_LOOPS
+#endif
+#endif
+
+#ifndef PACK_NARROW
+#define PACK_NARROW 8 /* planes narrower than this are built column by column */
+#endif
+
 /* S for image x (C, H, W) into xs (>= C·source_channel_stride elements); returns the source
- * the tiles are packed from (x itself for a 1x1 stride-1 unpadded layer, else xs) */
-static const T_IN *FN(pack_source)(const T_IN *restrict x, int C, int H, int W, int kh, int kw,
-                                   int sh, int sw, int ph, int pw, int dh, int dw, int Ho, int Wo,
-                                   T_IN *restrict xs)
+ * the tiles are packed from (x itself for a 1x1 stride-1 unpadded layer, else xs).  Planes
+ * and runs of rows that lie wholly on the padding are zeroed in one call each; only the rows
+ * inside the image are walked one by one (or, for narrow planes, column by column: a row
+ * loop's set-up would cost more than its one to three elements). */
+static PACK_INLINE_LOOPS const T_IN *FN(pack_source)(const T_IN *restrict x, int C, int H, int W,
+                                                     int kh, int kw, int sh, int sw, int ph,
+                                                     int pw, int dh, int dw, int Ho, int Wo,
+                                                     T_IN *restrict xs)
 {
     if (kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0) return x;
     const long Qh = FN(planes_rows)(Ho, kh, sh, dh), plane = Qh * Wo;
@@ -128,23 +146,42 @@ static const T_IN *FN(pack_source)(const T_IN *restrict x, int C, int H, int W, 
         for (int j = 0; j < kw; j++) {
             int w_lo, w_hi; /* output columns whose input column is inside the image */
             FN(valid_columns)(Wo, W, sw, j * dw, pw, &w_lo, &w_hi);
+            const long off = (long)j * dw - pw; /* input column of output column w: w·sw + off */
             for (int f = 0; f < sh; f++) {
                 T_IN *d = xs + (((long)c * kw + j) * sh + f) * plane;
-                for (long q = 0; q < Qh; q++, d += Wo) {
-                    const long xh = q * sh + f - ph;
-                    if (xh < 0 || xh >= H || w_lo >= w_hi) {
-                        for (int w = 0; w < Wo; w++) d[w] = (T_IN)0;
-                        continue;
+                /* plane rows q whose input row q·sh + f - ph lies in [0, H) */
+                long q_lo = 0, q_hi = Qh;
+                while (q_lo < Qh && q_lo * sh + f - ph < 0) q_lo++;
+                while (q_hi > q_lo && (q_hi - 1) * sh + f - ph >= H) q_hi--;
+                if (w_lo >= w_hi || q_lo >= q_hi) {
+                    memset(d, 0, sizeof(T_IN) * (size_t)plane);
+                    continue;
+                }
+                memset(d, 0, sizeof(T_IN) * (size_t)(q_lo * Wo));
+                memset(d + q_hi * Wo, 0, sizeof(T_IN) * (size_t)((Qh - q_hi) * Wo));
+                const T_IN *xrow = xc + (q_lo * sh + f - ph) * W;
+                const long xstep = (long)sh * W;
+                if (Wo < PACK_NARROW) { /* narrow planes: column by column (fewer, longer loops) */
+                    for (int w = 0; w < Wo; w++) {
+                        T_IN *dw_ = d + q_lo * Wo + w;
+                        if (w < w_lo || w >= w_hi) {
+                            for (long q = q_lo; q < q_hi; q++, dw_ += Wo) *dw_ = (T_IN)0;
+                        } else {
+                            const T_IN *xw = xrow + (long)w * sw + off;
+                            for (long q = q_lo; q < q_hi; q++, dw_ += Wo, xw += xstep) *dw_ = *xw;
+                        }
                     }
-                    const T_IN *xrow = xc + xh * W;
-                    const long off = (long)j * dw - pw; /* input column of w: w·sw + off */
-                    for (int w = 0; w < w_lo; w++) d[w] = (T_IN)0;
+                    continue;
+                }
+                for (long q = q_lo; q < q_hi; q++, xrow += xstep) {
+                    T_IN *dq = d + q * Wo;
+                    for (int w = 0; w < w_lo; w++) dq[w] = (T_IN)0;
                     if (sw == 1) {
-                        for (int w = w_lo; w < w_hi; w++) d[w] = xrow[w + off];
+                        for (int w = w_lo; w < w_hi; w++) dq[w] = xrow[w + off];
                     } else {
-                        for (int w = w_lo; w < w_hi; w++) d[w] = xrow[(long)w * sw + off];
+                        for (int w = w_lo; w < w_hi; w++) dq[w] = xrow[(long)w * sw + off];
                     }
-                    for (int w = w_hi; w < Wo; w++) d[w] = (T_IN)0;
+                    for (int w = w_hi; w < Wo; w++) dq[w] = (T_IN)0;
                 }
             }
         }
