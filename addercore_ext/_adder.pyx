@@ -120,19 +120,29 @@ cdef inline long _round_up(long n, long m) noexcept nogil:
     return (n + m - 1) // m * m
 
 
-cdef inline long _tile_end(long p_lo, long P, long tile, long merge) noexcept nogil:
+cdef inline long _merge_length(long tile, long block) noexcept nogil:
+    """Shortest remainder that gets a tile of its own: half a tile, in whole register blocks
+    (at least one).  Shorter ones join the last tile (then up to ~1.5 tiles long): a tile has
+    fixed costs (it streams all the filters once; the backward's filter-gradient block sums
+    its accumulators into the partials once), so a short last tile per image would run
+    slower per tap, and small images (width 1-3 maps) are nothing but such tiles."""
+    cdef long half = _round_up((tile + 1) // 2, block)
+    return half if half > block else block
+
+
+cdef inline long _tile_end(long p_lo, long P, long tile, long block) noexcept nogil:
     """End of the tile of output positions starting at p_lo: ``tile`` positions, except that a
-    remainder shorter than ``merge`` (one forward register block) joins the last tile, so that
-    no tile is a sliver (a tile streams all the filters once, whatever its length)."""
+    remainder shorter than _merge_length (``block``: one forward register block) joins the
+    last tile, so that no tile is a sliver."""
     cdef long p_hi = p_lo + tile
-    if p_hi >= P or P - p_hi < merge:
+    if p_hi >= P or P - p_hi < _merge_length(tile, block):
         return P
     return p_hi
 
 
-cdef inline long _tile_capacity(long P, long tile, long merge, long lanes) noexcept nogil:
+cdef inline long _tile_capacity(long P, long tile, long block, long lanes) noexcept nogil:
     """Padded length (whole vectors) of the longest tile _tile_end makes of P positions."""
-    return _round_up(min(P, tile + merge - 1), lanes)
+    return _round_up(min(P, tile + _merge_length(tile, block) - 1), lanes)
 
 
 def source_size(int C, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, int dh,
@@ -269,7 +279,7 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
     ``dh``/``dw``: the dilation (tap (i, j) reads input row h·sh + i·dh - ph, column
     w·sw + j·dw - pw).
     Each image is processed in tiles of ``tile_positions`` consecutive output positions
-    (p = h·Wo + w, across row ends; a remainder shorter than FORWARD_BLOCK joins the last
+    (p = h·Wo + w, across row ends; a remainder shorter than half a tile joins the last
     tile), packed into the thread's row of col_workspace (>= num_threads rows of
     >= K·tile_capacity(Ho·Wo, tile_positions, itemsize)), same dtype, from the image's column
     planes in the thread's row of pad_workspace (>= num_threads, >= source_size(...) + PAD_SLACK).
@@ -283,7 +293,7 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
     cdef long P = <long>Ho * Wo
     cdef Py_ssize_t n
     cdef int tid, g
-    cdef long p_lo, p_hi, ld, cap, lanes, merge, cs
+    cdef long p_lo, p_hi, ld, cap, lanes, block, cs
     cdef floating *col
     cdef floating *xp
     cdef const floating *src
@@ -300,10 +310,10 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
     if N == 0 or Cout == 0 or P == 0:
         return
     if floating is float:
-        lanes, merge = VF32_LANES, C_FWD_BLOCK_F32
+        lanes, block = VF32_LANES, C_FWD_BLOCK_F32
     else:
-        lanes, merge = VF64_LANES, C_FWD_BLOCK_F64
-    cap = _tile_capacity(P, tile_positions, merge, lanes)
+        lanes, block = VF64_LANES, C_FWD_BLOCK_F64
+    cap = _tile_capacity(P, tile_positions, block, lanes)
     _check_workspace("col_workspace", col_workspace.shape[0], col_workspace.shape[1],
                      num_threads, <Py_ssize_t>K * cap)
     cs = source_channel_stride_f32(H, W, kh, kw, sh, sw, ph, pw, dh, Ho, Wo)
@@ -319,7 +329,7 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
             for g in range(groups):
                 p_lo = 0
                 while p_lo < P:
-                    p_hi = _tile_end(p_lo, P, tile_positions, merge)
+                    p_hi = _tile_end(p_lo, P, tile_positions, block)
                     ld = _round_up(p_hi - p_lo, lanes)
                     _pack_tile(src + <long>g * Cg * cs, cs, Cg, kh, kw, sh, dh, Ho, Wo, p_lo,
                                p_hi, col, ld)
@@ -368,7 +378,7 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     cdef int S = partial_grad_weight.shape[0]
     cdef Py_ssize_t s, n, n_lo, n_hi, e, count
     cdef int tid, g
-    cdef long p_lo, p_hi, ld, cap, lanes, merge, cs
+    cdef long p_lo, p_hi, ld, cap, lanes, block, cs
     cdef const floating *wT
     cdef floating *col
     cdef floating *gx
@@ -401,10 +411,10 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                          f"({partial_grad_weight.shape[0]}, {partial_grad_weight.shape[1]}, "
                          f"{partial_grad_weight.shape[2]})")
     if floating is float:
-        lanes, merge = VF32_LANES, C_FWD_BLOCK_F32
+        lanes, block = VF32_LANES, C_FWD_BLOCK_F32
     else:
-        lanes, merge = VF64_LANES, C_FWD_BLOCK_F64
-    cap = _tile_capacity(P, tile_positions, merge, lanes)
+        lanes, block = VF64_LANES, C_FWD_BLOCK_F64
+    cap = _tile_capacity(P, tile_positions, block, lanes)
     _check_workspace("partial_grad_sum", partial_grad_sum.shape[0], partial_grad_sum.shape[1],
                      S, Cout)
     _check_workspace("col_workspace", col_workspace.shape[0], col_workspace.shape[1],
@@ -441,7 +451,7 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                     wT = &weight_t[g * K, 0]
                     p_lo = 0
                     while p_lo < P:
-                        p_hi = _tile_end(p_lo, P, tile_positions, merge)
+                        p_hi = _tile_end(p_lo, P, tile_positions, block)
                         ld = _round_up(p_hi - p_lo, lanes)
                         # the patches and grad_output of the tile, both zero-padded to ld
                         # columns: the kernels run whole vectors, the padding adds exact zeros
