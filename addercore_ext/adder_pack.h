@@ -199,9 +199,9 @@ static inline long FN(tap_offset)(int i, int j, int kw, int sh, int dh, long pla
  * col (row stride ldc, the tile's padded length) and zero its columns [p_hi - p_lo, ldc):
  * the kernels may then run whole vectors over a tile whose length is not a multiple of the
  * vector width (the lanes past the tile read zeros and are never stored). */
-static void FN(pack_tile)(const T_IN *restrict src, long cs, int C, int kh, int kw, int sh,
-                          int dh, int Ho, int Wo, long p_lo, long p_hi, T_IN *restrict col,
-                          long ldc)
+static PACK_INLINE_LOOPS void FN(pack_tile)(const T_IN *restrict src, long cs, int C, int kh,
+                                            int kw, int sh, int dh, int Ho, int Wo, long p_lo,
+                                            long p_hi, T_IN *restrict col, long ldc)
 {
     const long n = p_hi - p_lo, plane = FN(planes_rows)(Ho, kh, sh, dh) * Wo;
     for (int c = 0; c < C; c++)
@@ -209,7 +209,8 @@ static void FN(pack_tile)(const T_IN *restrict src, long cs, int C, int kh, int 
             for (int j = 0; j < kw; j++) {
                 T_IN *out = col + ((long)(c * kh + i) * kw + j) * ldc;
                 const T_IN *in = src + c * cs + FN(tap_offset)(i, j, kw, sh, dh, plane, Wo) + p_lo;
-                memcpy(out, in, sizeof(T_IN) * (size_t)n);
+                /* a loop, not memcpy: K calls of a few dozen elements cost more than the copy */
+                for (long q = 0; q < n; q++) out[q] = in[q];
                 for (long q = n; q < ldc; q++) out[q] = (T_IN)0;
             }
 }
