@@ -11,8 +11,9 @@ Threads: every call reads :func:`addercore.threads.get_num_threads`; results do 
 
 Memory: each call allocates its outputs (and, for the backward, a (K, Cout) transposed copy of
 the filters, at most 147 KiB in ResNet-20).  Workspaces (per thread: one packed-patch tile
-of K × (a run of output positions) elements, ~128 KiB, and a zero-padded copy of one input image; for
-the backward also the transposed grad_output tile, and the per-slot filter-gradient partial sums of
+of K × (a run of output positions) elements, ~128 KiB, and the column planes of one input
+image, ``_adder.source_size``, about kw/sw times the image; for the backward also the planes'
+gradient, the transposed grad_output tile, and the per-slot filter-gradient partial sums of
 ``slots × Cout × K``) are cached per Python thread and dtype and grown on demand, so the hot
 path of a training loop allocates nothing large after the first step.
 """
@@ -160,7 +161,8 @@ def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", fil
     from the packed patches; ``sign``: ``Σ sgn(D)·G``.  Input gradient ``hardtanh``:
     ``Σ_t clip(-D, -1, 1)·G``; ``sign`` (and ``exact`` for ℓ1): ``Σ_t -sgn(D)·G``; ``exact``
     for ℓ2: ``Σ_t -2·D·G``; gathered into the input positions (padding taps dropped).
-    Allocates the two outputs; uses the cached patch workspace (threads × K·tile, ~128 KiB each) and slot
+    Allocates the two outputs; uses the cached patch workspace (threads × K·tile, ~128 KiB each),
+    the transposed filters, the rank-1 term and slot
     partials (slots × Cout × K, slots = min(N, 16)).  The patches are packed once per image
     and shared by both gradients.
     """
@@ -179,7 +181,12 @@ def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", fil
     grad_input, grad_weight, grad_sum = _tiled_backward(x, weight, grad_output, geo,
                                                         filter_sign, mode)
     if not filter_sign:
-        grad_weight -= weight.reshape(grad_weight.shape) * grad_sum[:, None]
+        # the rank-1 term F·Σ G through a cached buffer: a fresh weight-sized temporary would
+        # be page-faulted in on every call, which at small output widths costs as much as
+        # the kernels (same arithmetic as grad_weight -= weight·Σ G)
+        rank1 = _workspace("rank1", weight.dtype, grad_weight.shape)
+        np.multiply(weight.reshape(grad_weight.shape), grad_sum[:, None], out=rank1)
+        grad_weight -= rank1
         if norm == "l2":
             grad_weight *= 2
     return grad_input, grad_weight.reshape(weight.shape)
@@ -205,7 +212,8 @@ def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode):
     partial_sum = _workspace("partial_grad_sum", dtype, (slots, cout), zero=True)
     # each group's filters transposed, group after group: (groups·K, Cout/groups)
     groups, og = geo.groups, geo.cout_group
-    w_t = np.ascontiguousarray(weight.reshape(groups, og, k).transpose(0, 2, 1))
+    w_t = _workspace("weight_t", dtype, (groups, k, og))  # cached: see adder2d_backward
+    np.copyto(w_t, weight.reshape(groups, og, k).transpose(0, 2, 1))
     _adder.adder_backward(
         x, w_t.reshape(groups * k, og), grad_output, grad_input, kh, kw, sh, sw, ph, pw,
         filter_sign, input_mode, tile, col, g_t, xpad, partial, partial_sum, threads,
