@@ -24,8 +24,9 @@ fused multiply-add in place of the distance (``FORWARD_CONV``, ``INPUT_GRAD_CONV
 sized patch matrix, no BLAS call, so it scales with the OpenMP team like the adder layers.
 
 Memory: besides the outputs, these functions allocate nothing; the caller passes the
-workspaces and reuses them across calls: per thread a packed tile (K × tile positions), a
-zero-padded image and (backward) a transposed grad_output tile; per slot the partial filter
+workspaces and reuses them across calls: per thread a packed tile (K × tile positions), the
+image's column planes (adder_pack.h; backward: and their gradient) and (backward) a
+transposed grad_output tile; per slot the partial filter
 gradients (slots, Cout, K) and Σ grad_output (slots, Cout).
 """
 from cython.parallel cimport parallel, prange
@@ -64,16 +65,25 @@ cdef extern from "adder_kernels.h" nogil:
                              int K, long P, int mode)
     void input_grad_tile_f64(double *col, const double *wT, const double *g, long ldg, int Cout,
                              int K, long P, int mode)
-    const float *pack_source_f32(const float *x, int C, int H, int W, int ph, int pw, int sw,
-                                 float *xp)
-    const double *pack_source_f64(const double *x, int C, int H, int W, int ph, int pw, int sw,
-                                  double *xp)
-    void pack_tile_f32(const float *src, int C, int H, int W, int kh, int kw, int sh, int sw,
-                       int ph, int pw, int dh, int dw, long p_lo, long p_hi, int Wo, float *col,
-                       long ldc)
-    void pack_tile_f64(const double *src, int C, int H, int W, int kh, int kw, int sh, int sw,
-                       int ph, int pw, int dh, int dw, long p_lo, long p_hi, int Wo, double *col,
-                       long ldc)
+    long source_channel_stride_f32(int H, int W, int kh, int kw, int sh, int sw, int ph, int pw,
+                                   int dh, int Ho, int Wo)
+    const float *pack_source_f32(const float *x, int C, int H, int W, int kh, int kw, int sh,
+                                 int sw, int ph, int pw, int dh, int dw, int Ho, int Wo, float *xs)
+    const double *pack_source_f64(const double *x, int C, int H, int W, int kh, int kw, int sh,
+                                  int sw, int ph, int pw, int dh, int dw, int Ho, int Wo,
+                                  double *xs)
+    void pack_tile_f32(const float *src, long cs, int C, int kh, int kw, int sh, int dh, int Ho,
+                       int Wo, long p_lo, long p_hi, float *col, long ldc)
+    void pack_tile_f64(const double *src, long cs, int C, int kh, int kw, int sh, int dh, int Ho,
+                       int Wo, long p_lo, long p_hi, double *col, long ldc)
+    void unpack_tile_add_f32(const float *dcol, long ldc, int C, int kh, int kw, int sh, int dh,
+                             int Ho, int Wo, long p_lo, long p_hi, long cs, float *ds)
+    void unpack_tile_add_f64(const double *dcol, long ldc, int C, int kh, int kw, int sh, int dh,
+                             int Ho, int Wo, long p_lo, long p_hi, long cs, double *ds)
+    void fold_planes_add_f32(const float *ds, int C, int H, int W, int kh, int kw, int sh, int sw,
+                             int ph, int pw, int dh, int dw, int Ho, int Wo, float *gx)
+    void fold_planes_add_f64(const double *ds, int C, int H, int W, int kh, int kw, int sh,
+                             int sw, int ph, int pw, int dh, int dw, int Ho, int Wo, double *gx)
     const char *addercore_simd_name()
     int IG_HARDTANH, IG_SIGN, IG_L2, IG_CONV
     int FWD_L1, FWD_L2, FWD_DOT
@@ -89,8 +99,8 @@ INPUT_GRAD_CONV = IG_CONV  # convolution: Σ_t w·g (the patches are not read)
 FORWARD_L1 = FWD_L1
 FORWARD_L2 = FWD_L2
 FORWARD_CONV = FWD_DOT  # convolution: Σ_k patch·w
-#: Elements after a zero-padded image that the stride-2 vector gathers may read: the
-#: pad_workspace rows must hold C·(H+2ph)·(W+2pw) + PAD_SLACK (adder_pack.h).
+#: Spare elements after the packing source: pad_workspace rows must hold
+#: source_size(...) + PAD_SLACK elements (forward; twice source_size for the backward).
 PAD_SLACK = C_PAD_SLACK
 #: Output positions per register block of the forward kernel (float32, float64): tiles of this
 #: many positions (or multiples) have no partial vectors.
@@ -110,19 +120,42 @@ cdef inline long _round_up(long n, long m) noexcept nogil:
     return (n + m - 1) // m * m
 
 
-cdef inline long _tile_end(long p_lo, long P, long tile, long merge) noexcept nogil:
+cdef inline long _merge_length(long tile, long block) noexcept nogil:
+    """Shortest remainder that gets a tile of its own: half a tile, in whole register blocks
+    (at least one).  Shorter ones join the last tile (then up to ~1.5 tiles long): a tile has
+    fixed costs (it streams all the filters once; the backward's filter-gradient block sums
+    its accumulators into the partials once), so a short last tile per image would run
+    slower per tap, and small images (width 1-3 maps) are nothing but such tiles."""
+    cdef long half = _round_up((tile + 1) // 2, block)
+    return half if half > block else block
+
+
+cdef inline long _tile_end(long p_lo, long P, long tile, long block) noexcept nogil:
     """End of the tile of output positions starting at p_lo: ``tile`` positions, except that a
-    remainder shorter than ``merge`` (one forward register block) joins the last tile, so that
-    no tile is a sliver (a tile streams all the filters once, whatever its length)."""
+    remainder shorter than _merge_length (``block``: one forward register block) joins the
+    last tile, so that no tile is a sliver."""
     cdef long p_hi = p_lo + tile
-    if p_hi >= P or P - p_hi < merge:
+    if p_hi >= P or P - p_hi < _merge_length(tile, block):
         return P
     return p_hi
 
 
-cdef inline long _tile_capacity(long P, long tile, long merge, long lanes) noexcept nogil:
+cdef inline long _tile_capacity(long P, long tile, long block, long lanes) noexcept nogil:
     """Padded length (whole vectors) of the longest tile _tile_end makes of P positions."""
-    return _round_up(min(P, tile + merge - 1), lanes)
+    return _round_up(min(P, tile + _merge_length(tile, block) - 1), lanes)
+
+
+def source_size(int C, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, int dh,
+                int dw):
+    """Elements of one image's packing source (its column planes, adder_pack.h): C·kw·sh·
+    (Ho + (kh-1)·dh // sh)·Wo, or C·H·W for a 1x1 stride-1 unpadded layer (x itself).  The
+    drivers' pad_workspace rows need this + PAD_SLACK (forward) or 2·this + PAD_SLACK
+    (backward: the planes and their gradient)."""
+    cdef int Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    cdef int Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if Ho <= 0 or Wo <= 0:
+        return 0
+    return C * source_channel_stride_f32(H, W, kh, kw, sh, sw, ph, pw, dh, Ho, Wo)
 
 
 def tile_capacity(long positions, long tile_positions, itemsize):
@@ -176,21 +209,40 @@ cdef inline void _pack(const floating *x, int C, int H, int W, int kh, int kw, i
         pack_patches_f64(x, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, p_lo, p_hi, Wo, col, ldc)
 
 
-cdef inline const floating *_source(const floating *x, int C, int H, int W, int ph, int pw,
-                                   int sw, floating *xp) noexcept nogil:
+cdef inline const floating *_source(const floating *x, int C, int H, int W, int kh, int kw,
+                                   int sh, int sw, int ph, int pw, int dh, int dw, int Ho, int Wo,
+                                   floating *xs) noexcept nogil:
     if floating is float:
-        return pack_source_f32(x, C, H, W, ph, pw, sw, xp)
+        return pack_source_f32(x, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, xs)
     else:
-        return pack_source_f64(x, C, H, W, ph, pw, sw, xp)
+        return pack_source_f64(x, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, xs)
 
 
-cdef inline void _pack_tile(const floating *src, int C, int H, int W, int kh, int kw, int sh,
-                            int sw, int ph, int pw, int dh, int dw, long p_lo, long p_hi, int Wo,
-                            floating *col, long ldc) noexcept nogil:
+cdef inline void _pack_tile(const floating *src, long cs, int C, int kh, int kw, int sh, int dh,
+                            int Ho, int Wo, long p_lo, long p_hi, floating *col,
+                            long ldc) noexcept nogil:
     if floating is float:
-        pack_tile_f32(src, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, p_lo, p_hi, Wo, col, ldc)
+        pack_tile_f32(src, cs, C, kh, kw, sh, dh, Ho, Wo, p_lo, p_hi, col, ldc)
     else:
-        pack_tile_f64(src, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, p_lo, p_hi, Wo, col, ldc)
+        pack_tile_f64(src, cs, C, kh, kw, sh, dh, Ho, Wo, p_lo, p_hi, col, ldc)
+
+
+cdef inline void _unpack_tile_add(const floating *dcol, long ldc, int C, int kh, int kw, int sh,
+                                  int dh, int Ho, int Wo, long p_lo, long p_hi, long cs,
+                                  floating *ds) noexcept nogil:
+    if floating is float:
+        unpack_tile_add_f32(dcol, ldc, C, kh, kw, sh, dh, Ho, Wo, p_lo, p_hi, cs, ds)
+    else:
+        unpack_tile_add_f64(dcol, ldc, C, kh, kw, sh, dh, Ho, Wo, p_lo, p_hi, cs, ds)
+
+
+cdef inline void _fold_planes_add(const floating *ds, int C, int H, int W, int kh, int kw,
+                                  int sh, int sw, int ph, int pw, int dh, int dw, int Ho, int Wo,
+                                  floating *gx) noexcept nogil:
+    if floating is float:
+        fold_planes_add_f32(ds, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, gx)
+    else:
+        fold_planes_add_f64(ds, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, gx)
 
 
 cdef inline void _copy_tile(const floating *g, long ldg, int rows, long n, long ld,
@@ -227,10 +279,10 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
     ``dh``/``dw``: the dilation (tap (i, j) reads input row h·sh + i·dh - ph, column
     w·sw + j·dw - pw).
     Each image is processed in tiles of ``tile_positions`` consecutive output positions
-    (p = h·Wo + w, across row ends; a remainder shorter than FORWARD_BLOCK joins the last
+    (p = h·Wo + w, across row ends; a remainder shorter than half a tile joins the last
     tile), packed into the thread's row of col_workspace (>= num_threads rows of
-    >= K·tile_capacity(Ho·Wo, tile_positions, itemsize)), same dtype, from the zero-padded image
-    in the thread's row of pad_workspace (>= num_threads, >= Cin·(H+2ph)·(W+2pw) + PAD_SLACK).
+    >= K·tile_capacity(Ho·Wo, tile_positions, itemsize)), same dtype, from the image's column
+    planes in the thread's row of pad_workspace (>= num_threads, >= source_size(...) + PAD_SLACK).
     Allocates nothing.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
@@ -241,7 +293,7 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
     cdef long P = <long>Ho * Wo
     cdef Py_ssize_t n
     cdef int tid, g
-    cdef long p_lo, p_hi, ld, cap, lanes, merge, plane
+    cdef long p_lo, p_hi, ld, cap, lanes, block, cs
     cdef floating *col
     cdef floating *xp
     cdef const floating *src
@@ -258,30 +310,29 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
     if N == 0 or Cout == 0 or P == 0:
         return
     if floating is float:
-        lanes, merge = VF32_LANES, C_FWD_BLOCK_F32
+        lanes, block = VF32_LANES, C_FWD_BLOCK_F32
     else:
-        lanes, merge = VF64_LANES, C_FWD_BLOCK_F64
-    cap = _tile_capacity(P, tile_positions, merge, lanes)
+        lanes, block = VF64_LANES, C_FWD_BLOCK_F64
+    cap = _tile_capacity(P, tile_positions, block, lanes)
     _check_workspace("col_workspace", col_workspace.shape[0], col_workspace.shape[1],
                      num_threads, <Py_ssize_t>K * cap)
+    cs = source_channel_stride_f32(H, W, kh, kw, sh, sw, ph, pw, dh, Ho, Wo)
     _check_workspace("pad_workspace", pad_workspace.shape[0], pad_workspace.shape[1],
-                     num_threads, <Py_ssize_t>C * (H + 2 * ph) * (W + 2 * pw) + C_PAD_SLACK)
+                     num_threads, <Py_ssize_t>C * cs + C_PAD_SLACK)
     with nogil, parallel(num_threads=num_threads):
         tid = openmp.omp_get_thread_num()
         col = &col_workspace[tid, 0]
         xp = &pad_workspace[tid, 0]
         for n in prange(N, schedule="static"):
-            src = _source(&x[n, 0, 0, 0], C, H, W, ph, pw, sw, xp)
-            # channel stride of the packing source: the padded copy's plane, or x's own
-            plane = <long>H * W if src == &x[n, 0, 0, 0] else <long>(H + 2 * ph) * (W + 2 * pw)
+            src = _source(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, xp)
             yn = &y[n, 0, 0, 0]
             for g in range(groups):
                 p_lo = 0
                 while p_lo < P:
-                    p_hi = _tile_end(p_lo, P, tile_positions, merge)
+                    p_hi = _tile_end(p_lo, P, tile_positions, block)
                     ld = _round_up(p_hi - p_lo, lanes)
-                    _pack_tile(src + <long>g * Cg * plane, Cg, H, W, kh, kw, sh, sw, ph, pw, dh, dw,
-                               p_lo, p_hi, Wo, col, ld)
+                    _pack_tile(src + <long>g * Cg * cs, cs, Cg, kh, kw, sh, dh, Ho, Wo, p_lo,
+                               p_hi, col, ld)
                     if floating is float:
                         forward_tile_f32(col, ld, &weight[g * Og, 0], Og, K, p_hi - p_lo,
                                          yn + g * Og * P + p_lo, P, mode)
@@ -314,7 +365,8 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     cap = tile_capacity(Ho·Wo, tile_positions, itemsize): col_workspace (>= num_threads,
     >= K·cap) holds the packed tile, gt_workspace (>= num_threads, >= 2·Cout·cap) the
     grad_output tile (zero-padded to whole vectors) and its transpose, pad_workspace
-    (>= num_threads, >= Cin·(H+2ph)·(W+2pw) + PAD_SLACK) the zero-padded image.
+    (>= num_threads, >= 2·source_size(...) + PAD_SLACK) the image's column planes and their
+    gradient (gathered into grad_input once per image).
     Allocates nothing.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
@@ -326,14 +378,16 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     cdef int S = partial_grad_weight.shape[0]
     cdef Py_ssize_t s, n, n_lo, n_hi, e, count
     cdef int tid, g
-    cdef long p_lo, p_hi, ld, cap, lanes, merge, plane
+    cdef long p_lo, p_hi, ld, cap, lanes, block, cs
     cdef const floating *wT
     cdef floating *col
     cdef floating *gx
     cdef floating *gT
     cdef floating *gb
     cdef floating *xp
+    cdef floating *ds
     cdef const floating *src
+    cdef bint direct
     _check_geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads, dh, dw)
     x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     gi_shape = (grad_input.shape[0], grad_input.shape[1], grad_input.shape[2], grad_input.shape[3])
@@ -357,18 +411,19 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                          f"({partial_grad_weight.shape[0]}, {partial_grad_weight.shape[1]}, "
                          f"{partial_grad_weight.shape[2]})")
     if floating is float:
-        lanes, merge = VF32_LANES, C_FWD_BLOCK_F32
+        lanes, block = VF32_LANES, C_FWD_BLOCK_F32
     else:
-        lanes, merge = VF64_LANES, C_FWD_BLOCK_F64
-    cap = _tile_capacity(P, tile_positions, merge, lanes)
+        lanes, block = VF64_LANES, C_FWD_BLOCK_F64
+    cap = _tile_capacity(P, tile_positions, block, lanes)
     _check_workspace("partial_grad_sum", partial_grad_sum.shape[0], partial_grad_sum.shape[1],
                      S, Cout)
     _check_workspace("col_workspace", col_workspace.shape[0], col_workspace.shape[1],
                      num_threads, <Py_ssize_t>K * cap)
     _check_workspace("gt_workspace", gt_workspace.shape[0], gt_workspace.shape[1],
                      num_threads, <Py_ssize_t>2 * Cout * cap)
+    cs = source_channel_stride_f32(H, W, kh, kw, sh, sw, ph, pw, dh, Ho, Wo)
     _check_workspace("pad_workspace", pad_workspace.shape[0], pad_workspace.shape[1],
-                     num_threads, <Py_ssize_t>C * (H + 2 * ph) * (W + 2 * pw) + C_PAD_SLACK)
+                     num_threads, <Py_ssize_t>2 * C * cs + C_PAD_SLACK)
     count = <Py_ssize_t>C * H * W
     with nogil, parallel(num_threads=num_threads):
         tid = openmp.omp_get_thread_num()
@@ -376,6 +431,7 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
         gT = &gt_workspace[tid, 0]
         gb = gT + <long>Cout * cap
         xp = &pad_workspace[tid, 0]
+        ds = xp + <long>C * cs  # the planes' gradient
         for s in prange(S, schedule="static"):
             n_lo = s * N // S
             n_hi = (s + 1) * N // S
@@ -385,18 +441,22 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                     gx[e] = 0
                 if P == 0 or Cout == 0:
                     continue
-                src = _source(&x[n, 0, 0, 0], C, H, W, ph, pw, sw, xp)
-                plane = <long>H * W if src == &x[n, 0, 0, 0] else <long>(H + 2 * ph) * (W + 2 * pw)
+                src = _source(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, xp)
+                # planes that are x itself (1x1 stride 1, no padding): their gradient is gx
+                direct = src == &x[n, 0, 0, 0]
+                if not direct:
+                    for e in range(<Py_ssize_t>C * cs):
+                        ds[e] = 0
                 for g in range(groups):
                     wT = &weight_t[g * K, 0]
                     p_lo = 0
                     while p_lo < P:
-                        p_hi = _tile_end(p_lo, P, tile_positions, merge)
+                        p_hi = _tile_end(p_lo, P, tile_positions, block)
                         ld = _round_up(p_hi - p_lo, lanes)
                         # the patches and grad_output of the tile, both zero-padded to ld
                         # columns: the kernels run whole vectors, the padding adds exact zeros
-                        _pack_tile(src + <long>g * Cg * plane, Cg, H, W, kh, kw, sh, sw, ph, pw, dh,
-                                   dw, p_lo, p_hi, Wo, col, ld)
+                        _pack_tile(src + <long>g * Cg * cs, cs, Cg, kh, kw, sh, dh, Ho, Wo, p_lo,
+                                   p_hi, col, ld)
                         _copy_tile(&grad_output[n, g * Og, 0, 0] + p_lo, P, Og, p_hi - p_lo, ld,
                                    gb)
                         if floating is float:
@@ -417,9 +477,11 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                                                             &partial_grad_weight[s, g * Og, 0],
                                                             &partial_grad_sum[s, g * Og], gT)
                             input_grad_tile_f64(col, wT, gb, ld, Og, K, ld, input_mode)
-                        _unpack_add(col, Cg, H, W, kh, kw, sh, sw, ph, pw, dh, dw, p_lo, p_hi, Wo,
-                                    ld, gx + <long>g * Cg * H * W)
+                        _unpack_tile_add(col, ld, Cg, kh, kw, sh, dh, Ho, Wo, p_lo, p_hi, cs,
+                                         (gx if direct else ds) + <long>g * Cg * cs)
                         p_lo = p_hi
+                if not direct:
+                    _fold_planes_add(ds, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, gx)
 
 
 def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, int kh, int kw, int sh,

@@ -2,12 +2,14 @@
  *
  * Design
  * ------
- * One image at a time, in tiles of whole output rows: the patches of a tile are packed into a
+ * One image at a time, in tiles of consecutive output positions (across row ends, whatever the
+ * output width): the patches of a tile are packed into a
  * thread-owned buffer ``col[K, Pt]`` (K = Cin·kh·kw taps in (c, i, j) order, Pt = positions of
  * the tile, contiguous; ~128 KiB so that it stays in the core's L2 while it is consumed), and
- * every kernel streams that buffer with unit-stride vector loads along p.  Stride-1 and
- * stride-2 layers pack from a zero-padded copy of the image (fixed-length row copies, even-
- * element vector loads), so packing costs a few percent of the arithmetic.
+ * every kernel streams that buffer with unit-stride vector loads along p.  Tiles are packed
+ * from the image's "column planes" (adder_pack.h: padding, strides and dilation resolved once
+ * per image), in which every tap's patch row is one contiguous run, so packing is K plain
+ * copies per tile and costs a few percent of the arithmetic at any output width.
  *
  * Forward: y[t, p] = -Σ_k dist(col[k, p] - w[t, k]).  The micro-kernel holds a block of
  * 4 filters × 2 vectors of contiguous positions in 8 independent accumulators; for each tap k
@@ -25,7 +27,8 @@
  *     term applied once by the caller;
  *   - "sign" filter gradient: direct Σ sgn(D)·G;
  *   - input gradient: dcol[k, p] = Σ_t factor(-D)·G computed in place over col (a block
- *     reads only its own patch entries), then gathered by unpack_patches_add (col2im).
+ *     reads only its own patch entries), then gathered into the planes' gradient
+ *     (unpack_tile_add) and, once per image, into the input gradient (fold_planes_add).
  * Reductions inside a kernel run in a fixed order independent of threads; threads only ever
  * split work by image or by fixed "slots" of images (see _adder.pyx), so results are
  * bit-identical for any thread count.

@@ -6,7 +6,9 @@
  * A tile is a range [p_lo, p_hi) of the output positions p = h·Wo + w of one image, not a
  * group of whole rows: its length is then independent of the output width Wo, so every tile
  * but the last of an image holds whole register blocks (see tile_end in _adder.pyx).  The
- * loops below walk a tile as runs ("segments") of one output row each. */
+ * layers' tiles are packed from the image's column planes (pack_source, pack_tile: one copy
+ * per tap whatever the output width); the bounds-checked pack_patches / unpack_patches_add
+ * (the public im2col / col2im) walk a tile as runs ("segments") of one output row each. */
 
 /* First segment of the tile starting at p_lo: output row *h, columns [*w0, *w1), clipped to
  * the tile end p_hi.  The next segment starts at column 0 of row *h + 1. */
@@ -80,103 +82,186 @@ static void FN(pack_patches)(const T_IN *restrict x, int C, int H, int W, int kh
 }
 
 /* ---------------------------------------------------------------------------------------
- * Zero-padded copy of one image: xp (C, H + 2·ph, W + 2·pw).  Packing from it needs no bounds
- * logic, so every segment is a plain copy (this is what makes packing cheap for the short
- * rows of small feature maps).
+ * Packing source of one image: its "column planes".  For every channel c, tap column j and
+ * row phase f in [0, sh):
+ *     S[c][j][f][q][w] = Xp[c, q·sh + f, w·sw + j·dw]       q in [0, Qh), w in [0, Wo)
+ * (Xp: x zero-padded by ph rows and pw columns, rows past Xp read as 0;
+ * Qh = Ho + ⌊(kh-1)·dh / sh⌋).  Tap (i, j) of output position p = h·Wo + w reads Xp row
+ * h·sh + i·dh = (h + ⌊i·dh/sh⌋)·sh + (i·dh mod sh) and column w·sw + j·dw, so the patch row
+ * of tap (c, i, j) over ANY run of positions [p_lo, p_hi) is one contiguous run of S:
+ *     S[c][j][i·dh mod sh] + ⌊i·dh/sh⌋·Wo + p
+ * (rows of Wo follow each other as the positions do).  Packing a tile is then K plain copies
+ * of p_hi - p_lo elements whatever the output width, where packing output row by output
+ * row made one copy per row segment: one element long at width 1, whose bookkeeping cost
+ * more than the arithmetic it fed (issue 14).  Building S writes C·kw·sh·Qh·Wo ≈ kw/sw times
+ * the image (the strides' gathers and all the padding logic happen here, once per image).
+ * When S would be x itself (1x1 kernel, stride 1, no padding) x is used directly.
  * ------------------------------------------------------------------------------------- */
-static void FN(pad_image)(const T_IN *restrict x, int C, int H, int W, int ph, int pw,
-                          T_IN *restrict xp)
+#ifndef PAD_SLACK
+#define PAD_SLACK 32 /* spare elements the workspace contract keeps after the packing source */
+#endif
+
+/* rows per (c, j, phase) plane */
+static inline long FN(planes_rows)(int Ho, int kh, int sh, int dh)
 {
-    const int Hp = H + 2 * ph, Wp = W + 2 * pw;
-    for (int c = 0; c < C; c++) {
-        T_IN *dst = xp + (long)c * Hp * Wp;
-        const T_IN *src = x + (long)c * H * W;
-        for (long e = 0; e < (long)ph * Wp; e++) dst[e] = (T_IN)0;
-        for (int h = 0; h < H; h++) {
-            T_IN *d = dst + (long)(h + ph) * Wp;
-            for (int w = 0; w < pw; w++) d[w] = (T_IN)0;
-            memcpy(d + pw, src + (long)h * W, sizeof(T_IN) * (size_t)W);
-            for (int w = pw + W; w < Wp; w++) d[w] = (T_IN)0;
-        }
-        for (long e = (long)(H + ph) * Wp; e < (long)Hp * Wp; e++) dst[e] = (T_IN)0;
-    }
+    return (long)Ho + (long)(kh - 1) * dh / sh;
 }
 
-/* im2col of output positions [p_lo, p_hi) from the padded image xp (C, Hp, Wp); same layout
- * as pack_patches. */
-static void FN(pack_patches_padded)(const T_IN *restrict xp, int C, int Hp, int Wp, int kh,
-                                    int kw, int sh, int sw, int dh, int dw, long p_lo, long p_hi,
-                                    int Wo, T_IN *restrict col, long ldc)
+/* channel stride of the packing source (elements); C times this is its size */
+static inline long FN(source_channel_stride)(int H, int W, int kh, int kw, int sh, int sw,
+                                             int ph, int pw, int dh, int Ho, int Wo)
 {
+    if (kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0) return (long)H * W;
+    return (long)kw * sh * FN(planes_rows)(Ho, kh, sh, dh) * Wo;
+}
+
+/* Short element loops stay loops: gcc would otherwise turn each row's zero fill and copy into
+ * a memset/memmove call, which costs more than the row itself at widths 1-3. */
+#ifndef PACK_INLINE_LOOPS
+#if defined(__GNUC__) && !defined(__clang__)
+#define PACK_INLINE_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define PACK_INLINE_LOOPS
+#endif
+#endif
+
+#ifndef PACK_NARROW
+#define PACK_NARROW 8 /* planes narrower than this are built column by column */
+#endif
+
+/* S for image x (C, H, W) into xs (>= C·source_channel_stride elements); returns the source
+ * the tiles are packed from (x itself for a 1x1 stride-1 unpadded layer, else xs).  Planes
+ * and runs of rows that lie wholly on the padding are zeroed in one call each; only the rows
+ * inside the image are walked one by one (or, for narrow planes, column by column: a row
+ * loop's set-up would cost more than its one to three elements). */
+static PACK_INLINE_LOOPS const T_IN *FN(pack_source)(const T_IN *restrict x, int C, int H, int W,
+                                                     int kh, int kw, int sh, int sw, int ph,
+                                                     int pw, int dh, int dw, int Ho, int Wo,
+                                                     T_IN *restrict xs)
+{
+    if (kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0) return x;
+    const long Qh = FN(planes_rows)(Ho, kh, sh, dh), plane = Qh * Wo;
     for (int c = 0; c < C; c++) {
-        const T_IN *xc = xp + (long)c * Hp * Wp;
-        for (int i = 0; i < kh; i++) {
-            for (int j = 0; j < kw; j++) {
-                T_IN *out = col + ((long)(c * kh + i) * kw + j) * ldc;
-                /* (h, w) at base + h·sh·Wp + w·sw */
-                const T_IN *base = xc + (long)i * dh * Wp + (long)j * dw;
-                int h, w0, w1;
-                FN(segment_first)(p_lo, p_hi, Wo, &h, &w0, &w1);
-                for (long p = p_lo; p < p_hi;) {
-                    const int n = w1 - w0;
-                    const T_IN *src = base + (long)h * sh * Wp + (long)w0 * sw;
-                    if (sw == 1) {
-                        for (int w = 0; w < n; w++) out[w] = src[w];
-                    } else if (sw == 2) {
-                        /* vectors of even elements; may read 2·VLANES-1 elements past a row,
-                         * which stays inside xp (the caller allocates PAD_SLACK extra) */
-                        int w = 0;
-                        for (; w + VLANES <= n; w += VLANES)
-                            VOP(store)(out + w, VOP(load_even)(src + 2 * (long)w));
-                        for (; w < n; w++) out[w] = src[2 * (long)w];
-                    } else {
-                        for (int w = 0; w < n; w++) out[w] = src[(long)w * sw];
+        const T_IN *xc = x + (long)c * H * W;
+        for (int j = 0; j < kw; j++) {
+            int w_lo, w_hi; /* output columns whose input column is inside the image */
+            FN(valid_columns)(Wo, W, sw, j * dw, pw, &w_lo, &w_hi);
+            const long off = (long)j * dw - pw; /* input column of output column w: w·sw + off */
+            for (int f = 0; f < sh; f++) {
+                T_IN *d = xs + (((long)c * kw + j) * sh + f) * plane;
+                /* plane rows q whose input row q·sh + f - ph lies in [0, H) */
+                long q_lo = 0, q_hi = Qh;
+                while (q_lo < Qh && q_lo * sh + f - ph < 0) q_lo++;
+                while (q_hi > q_lo && (q_hi - 1) * sh + f - ph >= H) q_hi--;
+                if (w_lo >= w_hi || q_lo >= q_hi) {
+                    memset(d, 0, sizeof(T_IN) * (size_t)plane);
+                    continue;
+                }
+                memset(d, 0, sizeof(T_IN) * (size_t)(q_lo * Wo));
+                memset(d + q_hi * Wo, 0, sizeof(T_IN) * (size_t)((Qh - q_hi) * Wo));
+                const T_IN *xrow = xc + (q_lo * sh + f - ph) * W;
+                const long xstep = (long)sh * W;
+                if (Wo < PACK_NARROW) { /* narrow planes: column by column (fewer, longer loops) */
+                    for (int w = 0; w < Wo; w++) {
+                        T_IN *dw_ = d + q_lo * Wo + w;
+                        if (w < w_lo || w >= w_hi) {
+                            for (long q = q_lo; q < q_hi; q++, dw_ += Wo) *dw_ = (T_IN)0;
+                        } else {
+                            const T_IN *xw = xrow + (long)w * sw + off;
+                            for (long q = q_lo; q < q_hi; q++, dw_ += Wo, xw += xstep) *dw_ = *xw;
+                        }
                     }
-                    out += n;
-                    p += n;
-                    FN(segment_next)(p, p_hi, Wo, &h, &w0, &w1);
+                    continue;
+                }
+                for (long q = q_lo; q < q_hi; q++, xrow += xstep) {
+                    T_IN *dq = d + q * Wo;
+                    for (int w = 0; w < w_lo; w++) dq[w] = (T_IN)0;
+                    if (sw == 1) {
+                        for (int w = w_lo; w < w_hi; w++) dq[w] = xrow[w + off];
+                    } else {
+                        for (int w = w_lo; w < w_hi; w++) dq[w] = xrow[(long)w * sw + off];
+                    }
+                    for (int w = w_hi; w < Wo; w++) dq[w] = (T_IN)0;
                 }
             }
         }
     }
+    return xs;
 }
 
-/* Packing strategy for one image: stride-1 and stride-2 layers pack from a zero-padded copy
- * (made once per image in xp; x itself for stride 1 without padding), stride 2 with vector
- * loads of even elements; larger strides pack directly from x with bounds logic.
- * pack_source returns the array pack_tile must be given.  xp needs C·(H+2ph)·(W+2pw) +
- * PAD_SLACK elements. */
-#ifndef PAD_SLACK
-#define PAD_SLACK 32 /* elements after a padded image that stride-2 vector gathers may read */
-#endif
-static inline int FN(pack_uses_padded)(int sw) { return sw <= 2; }
-
-static const T_IN *FN(pack_source)(const T_IN *x, int C, int H, int W, int ph, int pw, int sw,
-                                   T_IN *xp)
+/* offset in S (relative to the channel) of tap (i, j)'s patch row at position 0 */
+static inline long FN(tap_offset)(int i, int j, int kw, int sh, int dh, long plane, int Wo)
 {
-    if (!FN(pack_uses_padded)(sw)) return x;
-    if (sw == 1 && ph == 0 && pw == 0) return x;
-    FN(pad_image)(x, C, H, W, ph, pw, xp);
-    return xp;
+    return ((long)j * sh + (i * dh) % sh) * plane + (long)(i * dh / sh) * Wo;
 }
 
-/* Pack positions [p_lo, p_hi) into the tile buffer col (row stride ldc, the tile's padded
- * length) and zero its columns [p_hi - p_lo, ldc):
+/* Pack positions [p_lo, p_hi) from S (pack_source; channel stride cs) into the tile buffer
+ * col (row stride ldc, the tile's padded length) and zero its columns [p_hi - p_lo, ldc):
  * the kernels may then run whole vectors over a tile whose length is not a multiple of the
  * vector width (the lanes past the tile read zeros and are never stored). */
-static void FN(pack_tile)(const T_IN *src, int C, int H, int W, int kh, int kw, int sh, int sw,
-                          int ph, int pw, int dh, int dw, long p_lo, long p_hi, int Wo, T_IN *col,
-                          long ldc)
+static PACK_INLINE_LOOPS void FN(pack_tile)(const T_IN *restrict src, long cs, int C, int kh,
+                                            int kw, int sh, int dh, int Ho, int Wo, long p_lo,
+                                            long p_hi, T_IN *restrict col, long ldc)
 {
-    if (FN(pack_uses_padded)(sw))
-        FN(pack_patches_padded)(src, C, H + 2 * ph, W + 2 * pw, kh, kw, sh, sw, dh, dw, p_lo,
-                                p_hi, Wo, col, ldc);
-    else
-        FN(pack_patches)(src, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, p_lo, p_hi, Wo, col, ldc);
-    const long n = p_hi - p_lo, K = (long)C * kh * kw;
-    if (n < ldc)
-        for (long k = 0; k < K; k++)
-            for (long q = n; q < ldc; q++) col[k * ldc + q] = (T_IN)0;
+    const long n = p_hi - p_lo, plane = FN(planes_rows)(Ho, kh, sh, dh) * Wo;
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < kh; i++)
+            for (int j = 0; j < kw; j++) {
+                T_IN *out = col + ((long)(c * kh + i) * kw + j) * ldc;
+                const T_IN *in = src + c * cs + FN(tap_offset)(i, j, kw, sh, dh, plane, Wo) + p_lo;
+                /* a loop, not memcpy: K calls of a few dozen elements cost more than the copy */
+                for (long q = 0; q < n; q++) out[q] = in[q];
+                for (long q = n; q < ldc; q++) out[q] = (T_IN)0;
+            }
+}
+
+/* Adjoint of pack_tile into gradient planes dS (same layout as S, channel stride cs):
+ * dS[tap row of (c, i, j)][p] += dcol[k, p - p_lo] — contiguous adds, fixed order (c, i, j, p). */
+static void FN(unpack_tile_add)(const T_ACC *restrict dcol, long ldc, int C, int kh, int kw,
+                                int sh, int dh, int Ho, int Wo, long p_lo, long p_hi, long cs,
+                                T_ACC *restrict ds)
+{
+    const long n = p_hi - p_lo, plane = FN(planes_rows)(Ho, kh, sh, dh) * Wo;
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < kh; i++)
+            for (int j = 0; j < kw; j++) {
+                const T_ACC *in = dcol + ((long)(c * kh + i) * kw + j) * ldc;
+                T_ACC *d = ds + c * cs + FN(tap_offset)(i, j, kw, sh, dh, plane, Wo) + p_lo;
+                for (long q = 0; q < n; q++) d[q] += in[q];
+            }
+}
+
+/* Fold gradient planes dS (C·cs elements, as made by unpack_tile_add over a whole image) into
+ * gx (C, H, W), accumulating: gx[c, q·sh + f - ph, w·sw + j·dw - pw] += dS[c][j][f][q][w]
+ * for the entries inside the image (padding entries dropped), in the fixed order
+ * (c, j, f, q, w).  Not needed when the source is x itself (then dS is gx). */
+static void FN(fold_planes_add)(const T_ACC *restrict ds, int C, int H, int W, int kh, int kw,
+                                int sh, int sw, int ph, int pw, int dh, int dw, int Ho, int Wo,
+                                T_ACC *restrict gx)
+{
+    const long Qh = FN(planes_rows)(Ho, kh, sh, dh), plane = Qh * Wo;
+    for (int c = 0; c < C; c++) {
+        T_ACC *gc = gx + (long)c * H * W;
+        for (int j = 0; j < kw; j++) {
+            int w_lo, w_hi;
+            FN(valid_columns)(Wo, W, sw, j * dw, pw, &w_lo, &w_hi);
+            if (w_lo >= w_hi) continue;
+            const long off = (long)j * dw - pw;
+            for (int f = 0; f < sh; f++) {
+                const T_ACC *d = ds + (((long)c * kw + j) * sh + f) * plane;
+                for (long q = 0; q < Qh; q++, d += Wo) {
+                    const long xh = q * sh + f - ph;
+                    if (xh < 0 || xh >= H) continue;
+                    T_ACC *grow = gc + xh * W;
+                    if (sw == 1) {
+                        for (int w = w_lo; w < w_hi; w++) grow[w + off] += d[w];
+                    } else {
+                        for (int w = w_lo; w < w_hi; w++) grow[(long)w * sw + off] += d[w];
+                    }
+                }
+            }
+        }
+    }
 }
 
 /* g (rows, >= n) with row stride ldg -> dst (rows, ld) with columns [n, ld) zeroed (the

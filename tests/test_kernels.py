@@ -179,7 +179,12 @@ def test_raw_drivers_check_workspaces_and_geometry():
     # tiles of 64 positions = the whole 8x8 output: col needs exactly K x 64
     assert _adder.tile_capacity(64, 64, 4) == 64
     col = np.zeros((1, 27 * 64), f32)
-    xp = np.zeros((1, 3 * 100 + _adder.PAD_SLACK), f32)
+    # column planes of one image (C·kw·sh·(Ho + (kh-1)·dh // sh)·Wo = 3·3·1·10·8), and their
+    # gradient for the backward
+    assert _adder.source_size(3, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1) == 720
+    assert _adder.source_size(3, 8, 8, 1, 1, 1, 1, 0, 0, 1, 1) == 3 * 64  # x itself
+    assert _adder.source_size(3, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1) == 3 * 3 * 2 * 5 * 4
+    xp = np.zeros((1, 2 * 720 + _adder.PAD_SLACK), f32)
     _adder.adder_forward(x, w, y, 3, 3, 1, 1, 1, 1, _adder.FORWARD_L1, 64, col, xp, 1)  # fits
     cases = [
         ("col_workspace", dict(col=col[:, :-1])),
@@ -285,3 +290,61 @@ def test_any_output_width_bit_identical_across_thread_counts(dtype, tile_bytes):
                 results.append(out)
             for a, b in zip(*results):
                 assert a.tobytes() == b.tobytes(), (wo, stride)
+
+
+# Tiny and odd widths with more images than threads (uneven image ranges per thread and per
+# backward slot, 3 threads), 3x3 and 1x1 layers: the results of every op equal the reference
+# (forward bit for bit) and do not depend on the thread count.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wo, kernel", [(1, 3), (2, 3), (3, 3), (7, 3), (1, 1), (3, 1)])
+def test_tiny_widths_many_images(wo, kernel, dtype, tile_bytes):
+    pad = kernel // 2
+    x, weight, g, st, pd = make((5, 4, 3, wo, 6, kernel, kernel, (1, 1), (pad, pad)), dtype,
+                                seed=200 + wo)
+    results = []
+    for threads in (1, 2, 3):
+        with num_threads(threads):
+            out = [fast.adder2d_forward(x, weight, st, pd, "l1"),
+                   fast.adder2d_forward(x, weight, st, pd, "l2"),
+                   fast.conv2d_forward(x, weight, st, pd)]
+            out += fast.adder2d_backward(x, weight, g, st, pd, "l1", "full", "hardtanh")
+            out += fast.adder2d_backward(x, weight, g, st, pd, "l1", "sign", "sign")
+            out += fast.conv2d_backward(x, weight, g, st, pd)
+        results.append(out)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.tobytes() == b.tobytes()
+    y1, y2, yc, gi1, gw1, gis, gws, gic, gwc = results[0]
+    assert y1.shape[3] == wo
+    np.testing.assert_array_equal(y1, reference.adder2d_forward(x, weight, st, pd, "l1"))
+    np.testing.assert_array_equal(y2, reference.adder2d_forward(x, weight, st, pd, "l2"))
+    assert_close(yc, reference.conv2d_forward(x, weight, st, pd), dtype)
+    for got, ref in [((gi1, gw1), reference.adder2d_backward(x, weight, g, st, pd, "l1", "full",
+                                                             "hardtanh")),
+                     ((gis, gws), reference.adder2d_backward(x, weight, g, st, pd, "l1", "sign",
+                                                             "sign")),
+                     ((gic, gwc), reference.conv2d_backward(x, weight, g, st, pd))]:
+        for a, b in zip(got, ref):
+            assert_close(a, b, dtype)
+
+
+# Long filters (K = 64·9 taps: a tile of the default size then spans several output rows
+# of an odd width) at the widths of the ResNet-18 ImageNet maps' parity (7, 9, 13).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wo", [7, 9, 13])
+def test_odd_widths_long_filters(wo, dtype):
+    x, weight, g, st, pd = make((3, 64, 5, wo, 9, 3, 3, (1, 1), (1, 1)), dtype, seed=300 + wo)
+    outs = []
+    for threads in (1, 2):
+        with num_threads(threads):
+            outs.append([fast.adder2d_forward(x, weight, st, pd, "l1"),
+                         *fast.adder2d_backward(x, weight, g, st, pd, "l1", "full", "hardtanh"),
+                         fast.conv2d_forward(x, weight, st, pd)])
+    for a, b in zip(*outs):
+        assert a.tobytes() == b.tobytes()
+    y, gi, gw, yc = outs[0]
+    np.testing.assert_array_equal(y, reference.adder2d_forward(x, weight, st, pd, "l1"))
+    for a, b in zip((gi, gw), reference.adder2d_backward(x, weight, g, st, pd, "l1", "full",
+                                                          "hardtanh")):
+        assert_close(a, b, dtype)
+    assert_close(yc, reference.conv2d_forward(x, weight, st, pd), dtype)

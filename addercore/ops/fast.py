@@ -11,11 +11,14 @@ Threads: every call reads :func:`addercore.threads.get_num_threads`; results do 
 
 Memory: each call allocates its outputs (and, for the backward, a (K, Cout) transposed copy of
 the filters, at most 147 KiB in ResNet-20).  Workspaces (per thread: one packed-patch tile
-of K × (a run of output positions) elements, ~128 KiB, and a zero-padded copy of one input image; for
-the backward also the transposed grad_output tile, and the per-slot filter-gradient partial sums of
+of K × (a run of output positions) elements, ~128 KiB, and the column planes of one input
+image, ``_adder.source_size``, about kw/sw times the image; for the backward also the planes'
+gradient, the transposed grad_output tile, and the per-slot filter-gradient partial sums of
 ``slots × Cout × K``) are cached per Python thread and dtype and grown on demand, so the hot
 path of a training loop allocates nothing large after the first step.
 """
+import functools
+import math
 import threading
 
 import numpy as np
@@ -76,9 +79,10 @@ def clear_workspaces():
 
 
 def _workspace(name, dtype, shape, zero=False):
-    """A cached C-contiguous array of ``shape`` and ``dtype``; reallocated only when larger."""
-    key = (name, np.dtype(dtype).char)
-    size = int(np.prod(shape))
+    """A cached C-contiguous array of ``shape`` and ``dtype``; reallocated only when larger.
+    (A few microseconds at most: a small layer's whole call costs tens of them.)"""
+    key = (name, dtype.char)
+    size = math.prod(shape)
     buf = _local.__dict__.get(key)
     if buf is None or buf.size < size:
         buf = np.empty(max(size, 1), dtype=dtype)
@@ -98,11 +102,27 @@ def _tile_positions(k, itemsize, which):
     return int(block * max(TILE_MIN_BLOCKS, blocks))
 
 
+def _source_size(geo):
+    """Elements of one image's packing source (column planes, adder_pack.h)."""
+    (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
+    return _adder.source_size(geo.cin, geo.h, geo.w, geo.kh, geo.kw, sh, sw, ph, pw, dh, dw)
+
+
 def _geometry(x, weight, stride, padding, geometry):
     """The geometry validation built, or (called directly) one from the shapes."""
     if geometry is None:
-        geometry = Conv2dGeometry.from_shapes(x.shape, weight.shape, stride, padding)
+        try:
+            geometry = _cached_geometry(x.shape, weight.shape, stride, padding)
+        except TypeError:  # unhashable stride/padding (a list): not cached
+            geometry = Conv2dGeometry.from_shapes(x.shape, weight.shape, stride, padding)
     return geometry
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_geometry(x_shape, weight_shape, stride, padding):
+    """Conv2dGeometry.from_shapes, memoised (it is frozen; building one costs ~10 us, as
+    much as the arithmetic of a small layer)."""
+    return Conv2dGeometry.from_shapes(x_shape, weight_shape, stride, padding)
 
 
 def adder2d_forward(x, weight, stride=1, padding=0, norm="l1", geometry=None):
@@ -128,8 +148,7 @@ def _tiled_forward(x, weight, y, geo, mode):
     tile = _tile_positions(k, x.itemsize, "forward")
     cap = _adder.tile_capacity(ho * wo, tile, x.itemsize)
     col = _workspace("col", x.dtype, (threads, k * cap))
-    xpad = _workspace("padded_image", x.dtype,
-                      (threads, geo.cin * geo.hp * geo.wp + _adder.PAD_SLACK))
+    xpad = _workspace("padded_image", x.dtype, (threads, _source_size(geo) + _adder.PAD_SLACK))
     _adder.adder_forward(x, weight.reshape(geo.cout, -1), y, geo.kh, geo.kw, sh, sw, ph, pw,
                          mode, tile, col, xpad, threads, geo.groups, *geo.dilation)
 
@@ -142,7 +161,8 @@ def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", fil
     from the packed patches; ``sign``: ``Σ sgn(D)·G``.  Input gradient ``hardtanh``:
     ``Σ_t clip(-D, -1, 1)·G``; ``sign`` (and ``exact`` for ℓ1): ``Σ_t -sgn(D)·G``; ``exact``
     for ℓ2: ``Σ_t -2·D·G``; gathered into the input positions (padding taps dropped).
-    Allocates the two outputs; uses the cached patch workspace (threads × K·tile, ~128 KiB each) and slot
+    Allocates the two outputs; uses the cached patch workspace (threads × K·tile, ~128 KiB each),
+    the transposed filters, the rank-1 term and slot
     partials (slots × Cout × K, slots = min(N, 16)).  The patches are packed once per image
     and shared by both gradients.
     """
@@ -161,7 +181,12 @@ def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", fil
     grad_input, grad_weight, grad_sum = _tiled_backward(x, weight, grad_output, geo,
                                                         filter_sign, mode)
     if not filter_sign:
-        grad_weight -= weight.reshape(grad_weight.shape) * grad_sum[:, None]
+        # the rank-1 term F·Σ G through a cached buffer: a fresh weight-sized temporary would
+        # be page-faulted in on every call, which at small output widths costs as much as
+        # the kernels (same arithmetic as grad_weight -= weight·Σ G)
+        rank1 = _workspace("rank1", weight.dtype, grad_weight.shape)
+        np.multiply(weight.reshape(grad_weight.shape), grad_sum[:, None], out=rank1)
+        grad_weight -= rank1
         if norm == "l2":
             grad_weight *= 2
     return grad_input, grad_weight.reshape(weight.shape)
@@ -181,13 +206,14 @@ def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode):
     cap = _adder.tile_capacity(ho * wo, tile, x.itemsize)
     col = _workspace("col", dtype, (threads, max(k * cap, 1)))
     g_t = _workspace("grad_output_t", dtype, (threads, max(2 * cout * cap, 1)))
-    xpad = _workspace("padded_image", dtype,
-                      (threads, geo.cin * geo.hp * geo.wp + _adder.PAD_SLACK))
+    # the column planes and their gradient
+    xpad = _workspace("padded_image", dtype, (threads, 2 * _source_size(geo) + _adder.PAD_SLACK))
     partial = _workspace("partial_grad_weight", dtype, (slots, cout, k), zero=True)
     partial_sum = _workspace("partial_grad_sum", dtype, (slots, cout), zero=True)
     # each group's filters transposed, group after group: (groups·K, Cout/groups)
     groups, og = geo.groups, geo.cout_group
-    w_t = np.ascontiguousarray(weight.reshape(groups, og, k).transpose(0, 2, 1))
+    w_t = _workspace("weight_t", dtype, (groups, k, og))  # cached: see adder2d_backward
+    np.copyto(w_t, weight.reshape(groups, og, k).transpose(0, 2, 1))
     _adder.adder_backward(
         x, w_t.reshape(groups * k, og), grad_output, grad_input, kh, kw, sh, sw, ph, pw,
         filter_sign, input_mode, tile, col, g_t, xpad, partial, partial_sum, threads,
