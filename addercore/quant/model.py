@@ -119,16 +119,26 @@ class QuantizedModel:
 
     # ---------------------------------------------------------------------------------------
     def _quantize_views(self, u, tensor, env):
+        """codes_v = clip(rint(u / s_v), 0, vmax_v) of float64 u (N, H, W, C), each view in its
+        own code dtype; one float64 work buffer for all views (u itself is not modified)."""
         scales, vmax = self.arrays[f"{tensor}.scales"], self.arrays[f"{tensor}.vmax"]
+        work = np.empty_like(u)
         for v, (s, vm) in enumerate(zip(scales, vmax)):
-            env[f"{tensor}.q{v}"] = np.clip(np.rint(u / s), 0, vm).astype(view_dtype(int(vm)))
+            np.divide(u, s, out=work)
+            np.rint(work, out=work)
+            np.clip(work, 0, vm, out=work)
+            env[f"{tensor}.q{v}"] = work.astype(view_dtype(int(vm)))
 
     def _stem(self, op, env, x):
         a = self.arrays
         w = a["stem.weight"]
         y = ops.conv2d_forward(np.ascontiguousarray(x, dtype=w.dtype), w, op["stride"],
                                op["padding"])
-        z = y.transpose(0, 2, 3, 1).astype(np.float64) * a["stem.scale"] + a["stem.shift"]
+        n, c, h, wd = y.shape
+        z = np.empty((n, h, wd, c), np.float64)  # channel-last, float64: y·scale + shift
+        np.copyto(z, y.transpose(0, 2, 3, 1))
+        z *= a["stem.scale"]
+        z += a["stem.shift"]
         self._quantize_views(z, op["output"], env)
 
     def _filters_nhwc(self, name):
