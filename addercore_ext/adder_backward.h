@@ -300,18 +300,19 @@ static inline __attribute__((always_inline)) int FN(sign_block_t)(const T_IN *co
             acc[a][1] = VOP(fma)(VOP(sgn2)(VOP(fma)(c, scale, nw[a][1])), g1, acc[a][1]);
         }
     }
+    const V_ACC half = VOP(set1)((T_ACC)0.5);
     T_ACC lanes[SGT_KB][2 * VLANES];
-    VOP(store)(lanes[0], bad);
-    for (int l = 0; l < VLANES; l++)
-        if (lanes[0][l] != 0) return 0;
-    for (int a = 0; a < KB; a++) {
-        VOP(store)(lanes[a], acc[a][0]);
-        VOP(store)(lanes[a] + VLANES, acc[a][1]);
-        for (int l = 0; l < 2 * VLANES; l++)
-            if (lanes[a][l] - lanes[a][l] != 0) return 0; /* Inf or NaN */
-    }
     for (int a = 0; a < KB; a++)
-        for (int l = 0; l < 2 * VLANES; l++) gw[(long)l * ldgw + a] += (T_ACC)0.5 * lanes[a][l];
+        for (int j = 0; j < 2; j++) {
+            bad = VOP(add)(bad, VOP(sub)(acc[a][j], acc[a][j])); /* NaN unless finite */
+            VOP(store)(lanes[a] + j * VLANES, VOP(mul)(acc[a][j], half));
+        }
+    T_ACC flag[VLANES];
+    VOP(store)(flag, bad); /* 0, or NaN where a filter or a sum is not finite */
+    for (int l = 0; l < VLANES; l++)
+        if (flag[l] != 0) return 0;
+    for (int l = 0; l < 2 * VLANES; l++)
+        for (int a = 0; a < KB; a++) gw[(long)l * ldgw + a] += lanes[a][l];
     return 1;
 }
 

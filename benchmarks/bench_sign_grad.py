@@ -1,8 +1,9 @@
 """Sign filter gradient against the full one (issue 16): 1-thread time of
 ``ops.adder2d_backward(..., filter_grad="full")`` and ``filter_grad="sign"`` (both with the
 hardtanh input gradient and col2im) for the three 3×3 s1 p1 ResNet-20 layer shapes, batch 64,
-float32 and float64.  Each figure is the best of ``--repeat`` calls of thread CPU time
-(``time.thread_time``: robust on a loaded machine); the last column is sign / full.
+float32 and float64.  Each figure is the best of ``--repeat`` calls (full and sign
+interleaved) of thread CPU time (``time.thread_time``: robust on a loaded machine); the last
+column is sign / full.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_sign_grad.py --repeat 5
 """
@@ -18,13 +19,16 @@ from addercore.threads import num_threads
 SHAPES = [(16, 32), (32, 16), (64, 8)]  # (C, H): x (N, C, H, H), w (C, C, 3, 3)
 
 
-def best_cpu_time(fn, repeat):
-    fn()  # warm-up: allocates the cached workspaces
-    best = float("inf")
+def best_cpu_times(fns, repeat):
+    """Best thread CPU time of each function, calls interleaved (fair under varying load)."""
+    for fn in fns.values():
+        fn()  # warm-up: allocates the cached workspaces
+    best = {name: float("inf") for name in fns}
     for _ in range(repeat):
-        t0 = time.thread_time()
-        fn()
-        best = min(best, time.thread_time() - t0)
+        for name, fn in fns.items():
+            t0 = time.thread_time()
+            fn()
+            best[name] = min(best[name], time.thread_time() - t0)
     return best
 
 
@@ -43,8 +47,8 @@ def main():
                 x = rng.standard_normal((args.batch, c, h, h)).astype(dtype)
                 w = rng.standard_normal((c, c, 3, 3)).astype(dtype)
                 g = rng.standard_normal((args.batch, c, h, h)).astype(dtype)
-                t = {fg: best_cpu_time(lambda fg=fg: ops.adder2d_backward(
-                    x, w, g, 1, 1, filter_grad=fg), args.repeat) for fg in ("full", "sign")}
+                t = best_cpu_times({fg: lambda fg=fg: ops.adder2d_backward(
+                    x, w, g, 1, 1, filter_grad=fg) for fg in ("full", "sign")}, args.repeat)
                 print(f"{np.dtype(dtype).name:8} {f'{c},{h}':>6} {t['full'] * 1e3:8.1f} "
                       f"{t['sign'] * 1e3:8.1f} {t['sign'] / t['full']:9.2f}")
 
