@@ -241,7 +241,7 @@ static void FN(filter_grad_sign_tile)(const T_IN *col, const T_IN *wT, long ldw,
  *     out non-finite, or whose filters (w'·λ) are not finite, is recomputed by the direct form
  *     (filter_grad_sign_tile), and so is a tile whose patches are not all finite (a NaN patch
  *     value would get a sign).  Those cases are rare (overflow, Inf/NaN in the data) and the
- *     direct form keeps their exact semantics (NaN propagation as in np.sign(d)·g).
+ *     direct form keeps their exact semantics (a NaN difference gives NaN, a tie gives 0).
  * Same contract as filter_grad_sign_tile with ldw = Cout and ldgw = K; gT: workspace of P·Cout.
  * Filters beyond the last whole block of 2 vectors, and short filters, go through the direct
  * form.  The choice between the two forms depends on the data only, never on the thread count.
