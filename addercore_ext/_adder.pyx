@@ -57,10 +57,10 @@ cdef extern from "adder_kernels.h" nogil:
                                      long P, float *gw, float *gsum, float *gT)
     void filter_grad_full_tile_t_f64(const double *col, const double *g, long ldg, int Cout,
                                      int K, long P, double *gw, double *gsum, double *gT)
-    void filter_grad_sign_tile_f32(const float *col, const float *w, const float *g, long ldg,
-                                   int Cout, int K, long P, float *gw)
-    void filter_grad_sign_tile_f64(const double *col, const double *w, const double *g, long ldg,
-                                   int Cout, int K, long P, double *gw)
+    void filter_grad_sign_tile_t_f32(const float *col, const float *wT, const float *g,
+                                     long ldg, int Cout, int K, long P, float *gw, float *gT)
+    void filter_grad_sign_tile_t_f64(const double *col, const double *wT, const double *g,
+                                     long ldg, int Cout, int K, long P, double *gw, double *gT)
     void input_grad_tile_f32(float *col, const float *wT, const float *g, long ldg, int Cout,
                              int K, long P, int mode)
     void input_grad_tile_f64(double *col, const double *wT, const double *g, long ldg, int Cout,
@@ -461,8 +461,9 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                                    gb)
                         if floating is float:
                             if filter_sign:
-                                filter_grad_sign_tile_f32(col, wT, gb, ld, Og, K, ld,
-                                                          &partial_grad_weight[s, g * Og, 0])
+                                filter_grad_sign_tile_t_f32(col, wT, gb, ld, Og, K, ld,
+                                                            &partial_grad_weight[s, g * Og, 0],
+                                                            gT)
                             else:
                                 filter_grad_full_tile_t_f32(col, gb, ld, Og, K, ld,
                                                             &partial_grad_weight[s, g * Og, 0],
@@ -470,8 +471,9 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                             input_grad_tile_f32(col, wT, gb, ld, Og, K, ld, input_mode)
                         else:
                             if filter_sign:
-                                filter_grad_sign_tile_f64(col, wT, gb, ld, Og, K, ld,
-                                                          &partial_grad_weight[s, g * Og, 0])
+                                filter_grad_sign_tile_t_f64(col, wT, gb, ld, Og, K, ld,
+                                                            &partial_grad_weight[s, g * Og, 0],
+                                                            gT)
                             else:
                                 filter_grad_full_tile_t_f64(col, gb, ld, Og, K, ld,
                                                             &partial_grad_weight[s, g * Og, 0],

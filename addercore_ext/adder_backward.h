@@ -162,12 +162,15 @@ static void FN(filter_grad_full_tile_t)(const T_IN *col, const T_ACC *g, long ld
 }
 
 /* ---------------------------------------------------------------------------------------
- * Filter gradient "sign" of one image: gw[t, k] += Σ_p sgn(col[k, p] - w[t, k]) · g[t, p],
- * with the filters given transposed, wT (K, Cout) (as for the input gradient).
- * Block 2 filters × 2 taps (the filter values stay in registers).
+ * Filter gradient "sign" of one image, direct form: gw[t, k] += Σ_p sgn(col[k, p] - w[t, k]) · g[t, p]
+ * (Cout filters × K taps), with the filters given transposed, wT (K, ldw) (as for the input
+ * gradient), gw rows ldgw apart.  Exact per term, whatever the values: sgn(0) = 0 (a term
+ * g·0 is 0 even for an infinite or NaN g) and a NaN difference makes the sum NaN.
+ * filter_grad_sign_tile_t runs it on the blocks its fast path does not take.
+ * Block 2 taps of one filter (the filter values stay in registers), vectors along p.
  * ------------------------------------------------------------------------------------- */
-static void FN(filter_grad_sign_tile)(const T_IN *col, const T_IN *wT, const T_ACC *g, long ldg, int Cout,
-                                      int K, long P, T_ACC *gw)
+static void FN(filter_grad_sign_tile)(const T_IN *col, const T_IN *wT, long ldw, const T_ACC *g,
+                                      long ldg, int Cout, int K, long P, T_ACC *gw, long ldgw)
 {
     const long PV = P - P % VLANES;
     const V_ACC one = VOP(set1)((T_ACC)1);
@@ -176,7 +179,7 @@ static void FN(filter_grad_sign_tile)(const T_IN *col, const T_IN *wT, const T_A
         int k = 0;
         for (; k + 2 <= K; k += 2) {
             const T_IN *c0 = col + (long)k * P, *c1 = c0 + P;
-            const T_IN w0 = wT[(long)k * Cout + t], w1 = wT[(long)(k + 1) * Cout + t];
+            const T_IN w0 = wT[(long)k * ldw + t], w1 = wT[(long)(k + 1) * ldw + t];
             V_ACC wv0 = VOP(set1)(w0), wv1 = VOP(set1)(w1);
             V_ACC s0a = VOP(zero)(), s0b = VOP(zero)(), s1a = VOP(zero)(), s1b = VOP(zero)();
             long p = 0;
@@ -198,12 +201,12 @@ static void FN(filter_grad_sign_tile)(const T_IN *col, const T_IN *wT, const T_A
                 sum0 += d0 != d0 ? d0 : (d0 > 0 ? gt[p] : (T_ACC)0) - (d0 < 0 ? gt[p] : (T_ACC)0);
                 sum1 += d1 != d1 ? d1 : (d1 > 0 ? gt[p] : (T_ACC)0) - (d1 < 0 ? gt[p] : (T_ACC)0);
             }
-            gw[(long)t * K + k] += sum0;
-            gw[(long)t * K + k + 1] += sum1;
+            gw[(long)t * ldgw + k] += sum0;
+            gw[(long)t * ldgw + k + 1] += sum1;
         }
         for (; k < K; k++) {
             const T_IN *c0 = col + (long)k * P;
-            const T_IN w0 = wT[(long)k * Cout + t];
+            const T_IN w0 = wT[(long)k * ldw + t];
             V_ACC wv0 = VOP(set1)(w0), s = VOP(zero)();
             long p = 0;
             for (; p < PV; p += VLANES)
@@ -213,10 +216,139 @@ static void FN(filter_grad_sign_tile)(const T_IN *col, const T_IN *wT, const T_A
                 T_ACC d = c0[p] - w0;
                 sum += d != d ? d : (d > 0 ? gt[p] : (T_ACC)0) - (d < 0 ? gt[p] : (T_ACC)0);
             }
-            gw[(long)t * K + k] += sum;
+            gw[(long)t * ldgw + k] += sum;
         }
     }
 }
+
+/* ---------------------------------------------------------------------------------------
+ * Filter gradient "sign" of one image, GEMM-style (the layout of filter_grad_full_tile_t):
+ * g transposed into gT[p, t] (Cout contiguous), and for each position p, SGT_KB broadcast
+ * patch values against 2 vectors of filters:
+ *     acc[t, k] <- acc[t, k] + s·g[t, p],   s = vsgn2(c·λ - w'·λ) = 2·sgn(col[k, p] - w[t, k])
+ * three instructions per vector of terms (fused multiply-add, vpsignd, fused multiply-add),
+ * no horizontal sums; then gw[t, k] += acc/2.  Each gw[t, k] thus gains, per tile, one chain
+ * over p ascending starting at +0 (doubling every term and halving the sum are exact, so this
+ * equals Σ_p sgn·g summed in that order).  Why each piece:
+ *   - w' is w with +0 replaced by -0, so that the difference is never -0 (c - c = +0 for every
+ *     c, and -0 - (-0) = +0), which vsgn2 would read as negative;
+ *   - λ = 1 (float32) or 2^64 (float64): the difference is computed as c·λ - w'·λ in one
+ *     rounding, its sign is that of c - w and it is 0 only when c == w; with λ = 2^64 a
+ *     nonzero float64 difference is at least 2^-1010, never subnormal (vsgn2_f64 reads the
+ *     high 32 bits only);
+ *   - s·g with s = 0 would turn an infinite g into NaN where the direct form gives 0, and the
+ *     doubled partial sums could overflow where the direct ones do not: a block whose sums come
+ *     out non-finite, or whose filters (w'·λ) are not finite, is recomputed by the direct form
+ *     (filter_grad_sign_tile), and so is a tile whose patches are not all finite (a NaN patch
+ *     value would get a sign).  Those cases are rare (overflow, Inf/NaN in the data) and the
+ *     direct form keeps their exact semantics (a NaN difference gives NaN, a tie gives 0).
+ * Same contract as filter_grad_sign_tile with ldw = Cout and ldgw = K; gT: workspace of P·Cout.
+ * Filters beyond the last whole block of 2 vectors, and short filters, go through the direct
+ * form.  The choice between the two forms depends on the data only, never on the thread count.
+ * ------------------------------------------------------------------------------------- */
+#ifndef SGT_KB
+#define SGT_KB 4 /* taps per register block of filter_grad_sign_tile_t (× 2 vectors of filters) */
+#endif
+#ifndef SGT_MIN_K
+#define SGT_MIN_K 4 /* shortest filter (taps) for which the transposed sign gradient pays */
+#endif
+/* λ above: 1 for float32, 2^64 for float64 */
+#define SGT_SCALE (sizeof(T_ACC) == sizeof(double) ? (T_ACC)0x1p64 : (T_ACC)1)
+
+/* 1 when all n values are finite (Σ x·0 stays 0; Inf·0 and NaN·0 are NaN) */
+static int FN(all_finite)(const T_IN *x, long n)
+{
+    const V_ACC zero = VOP(zero)();
+    V_ACC s0 = zero, s1 = zero, s2 = zero, s3 = zero;
+    long i = 0;
+    for (; i + 4 * VLANES <= n; i += 4 * VLANES) {
+        s0 = VOP(fma)(VOP(load)(x + i), zero, s0);
+        s1 = VOP(fma)(VOP(load)(x + i + VLANES), zero, s1);
+        s2 = VOP(fma)(VOP(load)(x + i + 2 * VLANES), zero, s2);
+        s3 = VOP(fma)(VOP(load)(x + i + 3 * VLANES), zero, s3);
+    }
+    T_ACC s = VOP(hsum)(VOP(add)(VOP(add)(s0, s1), VOP(add)(s2, s3)));
+    for (; i < n; i++) s += x[i] * (T_ACC)0;
+    return s == 0;
+}
+
+/* One register block of filter_grad_sign_tile_t: KB taps (rows of col and wT) × 2 vectors of
+ * filters (columns of wT and gT) over all P positions.  Adds the block into gw and returns 1,
+ * or returns 0 and leaves gw untouched when the block must go through the direct form. */
+static inline __attribute__((always_inline)) int FN(sign_block_t)(const T_IN *col, long P,
+                                                                 const T_IN *wT, long ldw,
+                                                                 const T_ACC *gT, long ldt,
+                                                                 T_ACC *gw, long ldgw, const int KB)
+{
+    const V_ACC zero = VOP(zero)(), scale = VOP(set1)(SGT_SCALE);
+    V_ACC nw[SGT_KB][2], acc[SGT_KB][2], bad = zero;
+    for (int a = 0; a < KB; a++)
+        for (int j = 0; j < 2; j++) {
+            /* -w'·λ: (-w) + 0 is +0 for w = ±0, i.e. -(w') with w' = -0 */
+            V_ACC nwv = VOP(mul)(VOP(add)(VOP(neg)(VOP(load)(wT + (long)a * ldw + j * VLANES)),
+                                          zero), scale);
+            bad = VOP(add)(bad, VOP(sub)(nwv, nwv)); /* NaN unless finite */
+            nw[a][j] = nwv;
+            acc[a][j] = zero;
+        }
+    for (long p = 0; p < P; p++) {
+        const T_ACC *gp = gT + p * ldt;
+        const V_ACC g0 = VOP(load)(gp), g1 = VOP(load)(gp + VLANES);
+        for (int a = 0; a < KB; a++) {
+            const V_ACC c = VOP(set1)(col[(long)a * P + p]);
+            acc[a][0] = VOP(fma)(VOP(sgn2)(VOP(fma)(c, scale, nw[a][0])), g0, acc[a][0]);
+            acc[a][1] = VOP(fma)(VOP(sgn2)(VOP(fma)(c, scale, nw[a][1])), g1, acc[a][1]);
+        }
+    }
+    const V_ACC half = VOP(set1)((T_ACC)0.5);
+    T_ACC lanes[SGT_KB][2 * VLANES];
+    for (int a = 0; a < KB; a++)
+        for (int j = 0; j < 2; j++) {
+            bad = VOP(add)(bad, VOP(sub)(acc[a][j], acc[a][j])); /* NaN unless finite */
+            VOP(store)(lanes[a] + j * VLANES, VOP(mul)(acc[a][j], half));
+        }
+    T_ACC flag[VLANES];
+    VOP(store)(flag, bad); /* 0, or NaN where a filter or a sum is not finite */
+    for (int l = 0; l < VLANES; l++)
+        if (flag[l] != 0) return 0;
+    for (int l = 0; l < 2 * VLANES; l++)
+        for (int a = 0; a < KB; a++) gw[(long)l * ldgw + a] += lanes[a][l];
+    return 1;
+}
+
+static void FN(filter_grad_sign_tile_t)(const T_IN *col, const T_IN *wT, const T_ACC *g, long ldg,
+                                        int Cout, int K, long P, T_ACC *gw, T_ACC *gT)
+{
+    const int TV = 2 * VLANES;
+    const int Cb = Cout - Cout % TV; /* filters handled by the transposed kernel */
+    if (Cb == 0 || K < SGT_MIN_K || !FN(all_finite)(col, (long)K * P)) {
+        FN(filter_grad_sign_tile)(col, wT, Cout, g, ldg, Cout, K, P, gw, K);
+        return;
+    }
+    for (int t = 0; t < Cb; t++) {
+        const T_ACC *gt = g + (long)t * ldg;
+        for (long p = 0; p < P; p++) gT[p * Cb + t] = gt[p];
+    }
+    for (int t0 = 0; t0 < Cb; t0 += TV) {
+        int k0 = 0;
+        for (; k0 + SGT_KB <= K; k0 += SGT_KB)
+            if (!FN(sign_block_t)(col + (long)k0 * P, P, wT + (long)k0 * Cout + t0, Cout, gT + t0,
+                                  Cb, gw + (long)t0 * K + k0, K, SGT_KB))
+                FN(filter_grad_sign_tile)(col + (long)k0 * P, wT + (long)k0 * Cout + t0, Cout,
+                                          g + (long)t0 * ldg, ldg, TV, SGT_KB, P,
+                                          gw + (long)t0 * K + k0, K);
+        for (; k0 < K; k0++)
+            if (!FN(sign_block_t)(col + (long)k0 * P, P, wT + (long)k0 * Cout + t0, Cout, gT + t0,
+                                  Cb, gw + (long)t0 * K + k0, K, 1))
+                FN(filter_grad_sign_tile)(col + (long)k0 * P, wT + (long)k0 * Cout + t0, Cout,
+                                          g + (long)t0 * ldg, ldg, TV, 1, P,
+                                          gw + (long)t0 * K + k0, K);
+    }
+    if (Cb < Cout)
+        FN(filter_grad_sign_tile)(col, wT + Cb, Cout, g + (long)Cb * ldg, ldg, Cout - Cb, K, P,
+                                  gw + (long)Cb * K, K);
+}
+#undef SGT_SCALE
 
 /* ---------------------------------------------------------------------------------------
  * Input gradient in patch space of one image, computed IN PLACE over the packed patches:

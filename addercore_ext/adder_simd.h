@@ -54,6 +54,13 @@ static inline vf32 vsignmul_f32(vf32 d, vf32 g)
     return _mm512_mask_mov_ps(_mm512_sub_ps(pos, neg), _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q),
                               _mm512_castsi512_ps(_mm512_set1_epi32(-1)));
 }
+/* 2·sgn(d) (+2, 0 or -2) for d that is neither NaN nor -0 (see the AVX2 path) */
+static inline vf32 vsgn2_f32(vf32 d)
+{
+    vf32 z = _mm512_setzero_ps();
+    vf32 pos = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(d, z, _CMP_GT_OQ), _mm512_set1_ps(2.0f));
+    return _mm512_mask_mov_ps(pos, _mm512_cmp_ps_mask(d, z, _CMP_LT_OQ), _mm512_set1_ps(-2.0f));
+}
 /* lanes summed in a fixed order: the two 256-bit halves, then as vhsum of the AVX2 path */
 static inline float vhsum_f32(vf32 v)
 {
@@ -101,6 +108,12 @@ static inline vf64 vsignmul_f64(vf64 d, vf64 g)
     vf64 neg = _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(d, z, _CMP_LT_OQ), g);
     return _mm512_mask_mov_pd(_mm512_sub_pd(pos, neg), _mm512_cmp_pd_mask(d, d, _CMP_UNORD_Q),
                               _mm512_castsi512_pd(_mm512_set1_epi64(-1)));
+}
+static inline vf64 vsgn2_f64(vf64 d)
+{
+    vf64 z = _mm512_setzero_pd();
+    vf64 pos = _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(d, z, _CMP_GT_OQ), _mm512_set1_pd(2.0));
+    return _mm512_mask_mov_pd(pos, _mm512_cmp_pd_mask(d, z, _CMP_LT_OQ), _mm512_set1_pd(-2.0));
 }
 static inline double vhsum_f64(vf64 v)
 {
@@ -151,6 +164,15 @@ static inline vf32 vsignmul_f32(vf32 d, vf32 g)
     vf32 neg = _mm256_and_ps(_mm256_cmp_ps(d, z, _CMP_LT_OQ), g);
     return _mm256_or_ps(_mm256_sub_ps(pos, neg), _mm256_cmp_ps(d, d, _CMP_UNORD_Q));
 }
+/* 2·sgn(d) (+2, 0 or -2) in one integer instruction: vpsignd negates, keeps or zeroes the
+ * bits of 2.0 by the sign of d read as an int32, and negating 0x40000000 (2.0f) as an integer
+ * gives 0xC0000000 (-2.0f).  Valid for d that is neither NaN nor -0 (-0 reads as negative);
+ * the sign filter gradient guarantees both (filter_grad_sign_tile_t). */
+static inline vf32 vsgn2_f32(vf32 d)
+{
+    return _mm256_castsi256_ps(_mm256_sign_epi32(_mm256_castps_si256(_mm256_set1_ps(2.0f)),
+                                                 _mm256_castps_si256(d)));
+}
 /* lanes summed in a fixed order: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)) */
 static inline float vhsum_f32(vf32 v)
 {
@@ -190,6 +212,14 @@ static inline vf64 vsignmul_f64(vf64 d, vf64 g)
     vf64 neg = _mm256_and_pd(_mm256_cmp_pd(d, z, _CMP_LT_OQ), g);
     return _mm256_or_pd(_mm256_sub_pd(pos, neg), _mm256_cmp_pd(d, d, _CMP_UNORD_Q));
 }
+/* 2·sgn(d) as vsgn2_f32, per 32-bit half: 2.0 is 0x40000000 in the high half and 0 in the low
+ * one, so the high half of d decides.  Valid for d that is neither NaN, -0 nor subnormal (a
+ * positive subnormal can have a zero high half); filter_grad_sign_tile_t scales d by 2^64. */
+static inline vf64 vsgn2_f64(vf64 d)
+{
+    return _mm256_castsi256_pd(_mm256_sign_epi32(_mm256_castpd_si256(_mm256_set1_pd(2.0)),
+                                                 _mm256_castpd_si256(d)));
+}
 /* src[0], src[2], src[4], src[6] (reads src[0..7]) */
 static inline vf64 vload_even_f64(const double *src)
 {
@@ -228,6 +258,7 @@ static inline double vhsum_f64(vf64 v)
     {                                                                                         \
         return d != d ? d : (d > 0 ? g : (T)0) - (d < 0 ? g : (T)0);                          \
     }                                                                                         \
+    static inline v##S vsgn2_##S(v##S d) { return d > 0 ? (T)2 : (d < 0 ? (T)-2 : (T)0); }   \
     static inline T vhsum_##S(v##S v) { return v; }                                          \
     static inline v##S vload_even_##S(const T *src) { return src[0]; }
 
