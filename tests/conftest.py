@@ -57,3 +57,17 @@ def synthetic_cifar(n, seed):
     base = (y[:, None] * 25 + np.array([0, 80, 160])) % 256
     x = np.clip(base[:, :, None, None] + rng.normal(0, 30, (n, 3, 32, 32)), 0, 255)
     return x.astype(np.uint8), y.astype(np.int64)
+
+
+def layer_case(shape, dtype, seed=0):
+    """Random operands of one 2-d layer: ``shape`` = (N, Cin, H, W, Cout, kh, kw, stride,
+    padding) with pairs for stride/padding -> (x, weight, grad_output, stride, padding),
+    standard normal values of ``dtype``."""
+    n, cin, h, w, cout, kh, kw, stride, padding = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, cin, h, w)).astype(dtype)
+    weight = rng.standard_normal((cout, cin, kh, kw)).astype(dtype)
+    ho = (h + 2 * padding[0] - kh) // stride[0] + 1
+    wo = (w + 2 * padding[1] - kw) // stride[1] + 1
+    g = rng.standard_normal((n, cout, ho, wo)).astype(dtype)
+    return x, weight, g, stride, padding

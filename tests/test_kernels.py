@@ -13,6 +13,7 @@ import pytest
 from addercore import _backend
 from addercore.ops import reference
 from addercore.threads import num_threads
+from conftest import layer_case
 
 if _backend.backend() != "cython":
     pytest.skip(
@@ -45,14 +46,21 @@ IDS = [f"N{s[0]}C{s[1]}H{s[2]}W{s[3]}O{s[4]}k{s[5]}x{s[6]}s{s[7][0]}{s[7][1]}p{s
        for s in SHAPES]
 
 
+def _every_op(x, weight, g, st, pd, second_backward):
+    """[ℓ1 fwd, ℓ2 fwd, conv fwd, ℓ1 full/hardtanh bwd (2), adder bwd with the modes
+    ``second_backward`` = (norm, filter_grad, input_grad) (2), conv bwd (2)] of the compiled
+    kernels."""
+    out = [fast.adder2d_forward(x, weight, st, pd, "l1"),
+           fast.adder2d_forward(x, weight, st, pd, "l2"),
+           fast.conv2d_forward(x, weight, st, pd)]
+    out += fast.adder2d_backward(x, weight, g, st, pd, "l1", "full", "hardtanh")
+    out += fast.adder2d_backward(x, weight, g, st, pd, *second_backward)
+    out += fast.conv2d_backward(x, weight, g, st, pd)
+    return out
+
+
 def make(shape, dtype, seed=0):
-    n, cin, h, w, cout, kh, kw, stride, padding = shape
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, cin, h, w)).astype(dtype)
-    weight = rng.standard_normal((cout, cin, kh, kw)).astype(dtype)
-    ho = (h + 2 * padding[0] - kh) // stride[0] + 1
-    wo = (w + 2 * padding[1] - kw) // stride[1] + 1
-    g = rng.standard_normal((n, cout, ho, wo)).astype(dtype)
+    x, weight, g, stride, padding = layer_case(shape, dtype, seed)
     # ties D == 0 exercise sgn(0) = 0 and the inclusive clip bounds
     x.flat[::7] = weight.flat[0]
     return x, weight, g, stride, padding
@@ -281,13 +289,7 @@ def test_any_output_width_bit_identical_across_thread_counts(dtype, tile_bytes):
             results = []
             for threads in (1, 2):
                 with num_threads(threads):
-                    out = [fast.adder2d_forward(x, weight, st, pd, "l1"),
-                           fast.adder2d_forward(x, weight, st, pd, "l2"),
-                           fast.conv2d_forward(x, weight, st, pd)]
-                    out += fast.adder2d_backward(x, weight, g, st, pd, "l1", "full", "hardtanh")
-                    out += fast.adder2d_backward(x, weight, g, st, pd, "l2", "sign", "exact")
-                    out += fast.conv2d_backward(x, weight, g, st, pd)
-                results.append(out)
+                    results.append(_every_op(x, weight, g, st, pd, ("l2", "sign", "exact")))
             for a, b in zip(*results):
                 assert a.tobytes() == b.tobytes(), (wo, stride)
 
@@ -304,13 +306,7 @@ def test_tiny_widths_many_images(wo, kernel, dtype, tile_bytes):
     results = []
     for threads in (1, 2, 3):
         with num_threads(threads):
-            out = [fast.adder2d_forward(x, weight, st, pd, "l1"),
-                   fast.adder2d_forward(x, weight, st, pd, "l2"),
-                   fast.conv2d_forward(x, weight, st, pd)]
-            out += fast.adder2d_backward(x, weight, g, st, pd, "l1", "full", "hardtanh")
-            out += fast.adder2d_backward(x, weight, g, st, pd, "l1", "sign", "sign")
-            out += fast.conv2d_backward(x, weight, g, st, pd)
-        results.append(out)
+            results.append(_every_op(x, weight, g, st, pd, ("l1", "sign", "sign")))
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert a.tobytes() == b.tobytes()

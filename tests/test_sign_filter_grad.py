@@ -18,6 +18,7 @@ import pytest
 
 from addercore import _backend, ops
 from addercore.threads import num_threads
+from conftest import layer_case
 
 if _backend.backend() != "cython":
     pytest.skip("compiled backend not active", allow_module_level=True)
@@ -52,17 +53,6 @@ def one_filter_at_a_time(x, w, g, stride, padding):
                                      stride, padding) for t in range(w.shape[0])])
 
 
-def make(shape, dtype, seed=0):
-    n, cin, h, wd, cout, kh, kw, stride, padding = shape
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, cin, h, wd)).astype(dtype)
-    w = rng.standard_normal((cout, cin, kh, kw)).astype(dtype)
-    ho = (h + 2 * padding[0] - kh) // stride[0] + 1
-    wo = (wd + 2 * padding[1] - kw) // stride[1] + 1
-    g = rng.standard_normal((n, cout, ho, wo)).astype(dtype)
-    return x, w, g, stride, padding
-
-
 # N, Cin, H, W, Cout, kh, kw, stride, padding
 SHAPES = [
     (3, 16, 8, 8, 16, 3, 3, (1, 1), (1, 1)),  # ResNet-20 layer shape, whole blocks
@@ -87,7 +77,7 @@ def test_sign_filter_grad_matches_float64_loops(shape, dtype, tile_bytes, monkey
     if tile_bytes is not None:  # several tiles per image, tiles ending inside a row
         monkeypatch.setitem(fast.TILE_BYTES, "backward", tile_bytes)
         monkeypatch.setattr(fast, "TILE_MIN_BLOCKS", 1)
-    x, w, g, stride, padding = make(shape, dtype)
+    x, w, g, stride, padding = layer_case(shape, dtype)
     x.flat[::5] = w.flat[3]  # ties: D == 0 on many taps of filter 0
     got = sign_grad(x, w, g, stride, padding)
     assert got.dtype == dtype and got.shape == w.shape
@@ -99,7 +89,7 @@ def test_sign_filter_grad_exact_on_small_integers_with_signed_zeros(dtype):
     """Every sum is a small integer, exact in any order: the result must equal the loops bit for
     bit.  x and w hold +0 and −0 (c − w = −0 for c = −0, w = +0 would read as negative)."""
     rng = np.random.default_rng(1)
-    x, w, g, stride, padding = make((2, 4, 6, 6, 16, 3, 3, (1, 1), (1, 1)), dtype)
+    x, w, g, stride, padding = layer_case((2, 4, 6, 6, 16, 3, 3, (1, 1), (1, 1)), dtype)
     x[:] = rng.integers(-2, 3, x.shape)
     w[:] = rng.integers(-2, 3, w.shape)
     g[:] = rng.integers(-3, 4, g.shape)
@@ -120,7 +110,7 @@ def test_sign_filter_grad_tiny_and_subnormal_differences(dtype):
     scaled difference; an unscaled subnormal difference would read as 0)."""
     tiny = np.finfo(dtype).smallest_subnormal
     rng = np.random.default_rng(2)
-    x, w, g, stride, padding = make((2, 4, 5, 5, 16, 3, 3, (1, 1), (1, 1)), dtype)
+    x, w, g, stride, padding = layer_case((2, 4, 5, 5, 16, 3, 3, (1, 1), (1, 1)), dtype)
     base = rng.choice(np.array([0.0, 1.0, -1.0], dtype), x.shape)
     x[:] = base + (base == 0) * rng.integers(-3, 4, x.shape) * tiny
     x[:] += (base != 0) * rng.integers(-3, 4, x.shape) * np.spacing(base)
@@ -132,7 +122,7 @@ def test_sign_filter_grad_tiny_and_subnormal_differences(dtype):
 
 
 def _nonfinite_cases(dtype):
-    x, w, g, stride, padding = make((2, 3, 6, 6, 16, 3, 3, (1, 1), (1, 1)), dtype, seed=4)
+    x, w, g, stride, padding = layer_case((2, 3, 6, 6, 16, 3, 3, (1, 1), (1, 1)), dtype, seed=4)
     at = {"x": (1, 2, 3, 4), "w": (1, 2, 1, 2), "g": (1, 2, 3, 4)}
     cases = {}
     # (name, array, value, whether some sums become non-finite): sgn(±inf − w) is ±1 for a
@@ -172,7 +162,7 @@ def test_sign_filter_grad_nonfinite_like_direct_form_and_numpy(dtype):
 def test_sign_filter_grad_tie_with_infinite_g_is_zero_like_direct_form():
     """sgn(0)·g is 0 even for g = inf in the kernels (the direct form masks g), where the
     doubled-sign product 0·inf of the blocked kernel would be NaN: that block falls back."""
-    x, w, g, stride, padding = make((1, 4, 4, 4, 16, 1, 1, (1, 1), (0, 0)), np.float32, seed=5)
+    x, w, g, stride, padding = layer_case((1, 4, 4, 4, 16, 1, 1, (1, 1), (0, 0)), np.float32, seed=5)
     x[0, 0, 1, 1] = w[3, 0, 0, 0]  # a tie at position 5 for filter 3, tap 0
     g[0, 3, 1, 1] = np.inf  # filter 3 meets this inf at position 5 only...
     got = sign_grad(x, w, g, stride, padding)
@@ -190,7 +180,7 @@ def test_sign_filter_grad_overflowing_double_is_exact(dtype):
     """The blocked kernel sums 2·sgn·g: g near the largest float overflows there although the
     true sum is finite; that block falls back and the result is the finite sum."""
     big = np.finfo(dtype).max / 1.5
-    x, w, g, stride, padding = make((1, 4, 4, 4, 16, 1, 1, (1, 1), (0, 0)), dtype, seed=6)
+    x, w, g, stride, padding = layer_case((1, 4, 4, 4, 16, 1, 1, (1, 1), (0, 0)), dtype, seed=6)
     g[:] = 0
     g[0, 2, 1, 2] = big
     got = sign_grad(x, w, g, stride, padding)
@@ -201,7 +191,7 @@ def test_sign_filter_grad_overflowing_double_is_exact(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sign_filter_grad_bit_identical_for_1_and_2_threads(dtype):
-    x, w, g, stride, padding = make((21, 8, 6, 6, 32, 3, 3, (1, 1), (1, 1)), dtype, seed=7)
+    x, w, g, stride, padding = layer_case((21, 8, 6, 6, 32, 3, 3, (1, 1), (1, 1)), dtype, seed=7)
     results = []
     for threads in (1, 2):
         with num_threads(threads):
