@@ -30,8 +30,10 @@ import addercore  # noqa: E402
 from addercore.data import DataNotFoundError  # noqa: E402
 from addercore._cli import add_data_args, download_mode, nonneg_float, positive_int  # noqa: E402,E501
 from addercore.ops.options import FILTER_GRADS, NORMS  # noqa: E402
+from addercore.nn import recalibrate_batchnorm  # noqa: E402
 from addercore.train import (NonFiniteError, RunFolder, Trainer, TrainConfig,  # noqa: E402
-                             TrainingInterrupted, build_model, evaluate, load_data, load_weights)
+                             TrainingInterrupted, build_model, evaluate, load_data, load_weights,
+                             precise_bn_batches)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -189,7 +191,7 @@ def eval_only(args, path):
     config = config_from_args(args, recorded)
     if config.threads:
         set_num_threads(config.threads)
-    _, (test_x, test_y) = load_data(config, with_train=False)
+    train, (test_x, test_y) = load_data(config, with_train=bool(config.precise_bn))
     model = build_model(config)
     try:
         load_weights(model, path)
@@ -205,6 +207,13 @@ def eval_only(args, path):
     dt = time.monotonic() - t0
     print(f"{path} ({config.describe()}): test loss {loss:.4f}, top-1 accuracy {100 * acc:.2f}% on {len(test_y)} "
           f"images ({len(test_y) / dt:.1f} img/s)")
+    if config.precise_bn:
+        n = recalibrate_batchnorm(model, precise_bn_batches(train[0], config.precise_bn,
+                                                            config.seed, config.batch_size,
+                                                            config.dtype))
+        loss, acc = evaluate(model, test_x, test_y, config.test_batch_size, config.dtype)
+        print(f"with BatchNorm statistics re-estimated on {n} training images (precise BN, "
+              f"seed {config.seed}): test loss {loss:.4f}, top-1 accuracy {100 * acc:.2f}%")
     return 0
 
 

@@ -95,6 +95,35 @@ def test_eval_only_uses_the_checkpoints_recorded_kind(tmp_path):
     assert "--kind adder (the checkpoint records 'cnn')" in r.stderr
 
 
+def test_eval_only_with_precise_bn_reports_both_accuracies(tmp_path):
+    # --eval-only --precise-bn N: the checkpoint's accuracy, then the accuracy with BatchNorm
+    # statistics re-estimated on N training images (the same choice the training loop makes)
+    from addercore.data import load_cifar10
+    from addercore.models import resnet20
+    from addercore.nn import recalibrate_batchnorm
+    from addercore.train import evaluate, precise_bn_batches
+
+    data = shared_data_path("cifar-10-batches-py")
+    ckpt = tmp_path / "adder.npz"
+    model = resnet20(kind="adder", rng=np.random.default_rng(0))
+    cfg = TrainConfig(kind="adder").as_dict()
+    aio.save(ckpt, {f"model.{k}": v for k, v in model.state_dict().items()},
+             {"format": "addercore-weights", "config": cfg})
+    r = subprocess.run([sys.executable, str(CLI), "--data-dir", str(data), "--no-download",
+                        "--train-subset", "64", "--test-subset", "50", "--threads", "1",
+                        "--eval-only", str(ckpt), "--precise-bn", "40", "--seed", "3"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert "top-1 accuracy" in lines[-2]
+    assert "re-estimated on 40 training images" in lines[-1] and "seed 3" in lines[-1]
+    train_x, _ = load_cifar10(data, train=True, download=False)
+    test_x, test_y = load_cifar10(data, train=False, download=False)
+    recalibrate_batchnorm(model, precise_bn_batches(train_x[:64], 40, 3, 256))
+    loss, acc = evaluate(model, test_x[:50], test_y[:50])
+    assert f"test loss {loss:.4f}, top-1 accuracy {100 * acc:.2f}%" in lines[-1]
+
+
 def test_failed_resume_creates_and_writes_nothing(tmp_path):
     data = shared_data_path("cifar-10-batches-py")
     out = tmp_path / "never"

@@ -48,14 +48,15 @@ buffer.
 from .build import build_model, load_data
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from .config import CIFAR_MODELS, RESUME_MUST_MATCH, TrainConfig
-from .evaluation import evaluate, load_weights
+from .evaluation import evaluate, load_weights, precise_bn_batches
 from .loop import (CheckpointWriteError, NonFiniteError, NonFiniteLossError, NonFiniteStateError,
                    Trainer, TrainingInterrupted, train)
 from .memory import StepMemoryError, check_step_memory, step_bytes
 from .metrics import METRIC_FIELDS
 from .rundir import RunExistsError, RunFolder, RunFolderBusyError, RunFolderError
 
-__all__ = ["TrainConfig", "Trainer", "train", "evaluate", "load_weights", "NonFiniteLossError",
+__all__ = ["TrainConfig", "Trainer", "train", "evaluate", "load_weights", "precise_bn_batches",
+           "NonFiniteLossError",
            "TrainingInterrupted", "METRIC_FIELDS", "NonFiniteError", "NonFiniteStateError",
            "CheckpointWriteError", "RunFolderError", "RunExistsError", "RunFolderBusyError",
            "StepMemoryError"]

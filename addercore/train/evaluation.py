@@ -6,7 +6,7 @@ import numpy as np
 from .. import functional as F
 from .. import io as aio
 from ..data import BatchLoader
-from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD
+from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD, normalize
 from ..tensor import no_grad
 
 __all__ = ["evaluate", "load_weights"]
@@ -31,6 +31,18 @@ def evaluate(model, images, labels, batch_size=100, dtype=np.float32, mean=CIFAR
     finally:
         model.train(was_training)
     return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
+def precise_bn_batches(train_x, n, seed, batch_size, dtype=np.float32):
+    """The batches BatchNorm statistics are re-estimated on (``--precise-bn``): ``n`` training
+    images ``train_x`` (N, 3, H, W) uint8, a fixed random choice seeded by ``seed`` (no
+    augmentation; the same every time), normalised, in batches of about ``batch_size`` images
+    (sizes differ by one at most, so that every batch's statistics carry the same weight as in
+    training). Yields float arrays of ``dtype``."""
+    n = min(n, len(train_x))
+    choice = np.sort(np.random.default_rng([seed, 0x9BC]).permutation(len(train_x))[:n])
+    for part in np.array_split(choice, -(-n // batch_size)):
+        yield normalize(train_x[part], dtype=dtype)
 
 
 def load_weights(model, path):

@@ -19,7 +19,7 @@ from ..threads import set_num_threads
 from .build import build_model, load_data
 from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, read_checkpoint, settings_diff,
                          with_prefix, without_prefix)
-from .evaluation import evaluate
+from .evaluation import evaluate, precise_bn_batches
 from .metrics import NO_PLOT_MESSAGE, append_metrics, plot_curves, rewrite_metrics
 from .memory import check_step_memory
 from .progress import Progress, fmt_time
@@ -423,16 +423,11 @@ class Trainer:
         return True
 
     def precise_bn_batches(self):
-        """The batches BatchNorm statistics are re-estimated on: ``config.precise_bn`` training
-        images (a fixed random choice seeded by ``config.seed``, no augmentation, the same every
-        epoch), in batches of about ``batch_size`` images (sizes differ by one at most, so that
-        every batch's statistics carry the same weight as in training)."""
+        """The batches BatchNorm statistics are re-estimated on
+        (:func:`.evaluation.precise_bn_batches` with this run's ``precise_bn``, seed and batch
+        size)."""
         c = self.config
-        n = min(c.precise_bn, len(self.train_y))
-        choice = np.sort(np.random.default_rng([c.seed, 0x9BC]).permutation(
-            len(self.train_y))[:n])
-        for part in np.array_split(choice, -(-n // c.batch_size)):
-            yield normalize(self.train_x[part], dtype=self.dtype)
+        return precise_bn_batches(self.train_x, c.precise_bn, c.seed, c.batch_size, self.dtype)
 
     def evaluate_precise_bn(self):
         """Test ``(loss, accuracy, state)`` with BatchNorm statistics re-estimated on
