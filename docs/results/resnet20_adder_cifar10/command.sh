@@ -4,3 +4,5 @@ python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py 
 python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py --no-download --model resnet20 --kind adder --epochs 10 --threads 1 --seed 0 --out /work/main/docs/results/resnet20_adder_cifar10 --log-interval 60 --resume
 # 05:33 resumed from a snapshot of commit 3b49b1b (compiled BatchNorm): python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py --no-download --model resnet20 --kind adder --epochs 10 --threads 1 --seed 0 --out /work/main/docs/results/resnet20_adder_cifar10 --log-interval 60 --resume
 # 07:18 end of session
+# 02:23 UTC session 4: test accuracy after BatchNorm re-estimation on 2000 training images (bn_reestimated.json):
+python docs/results/bn_reestimate.py docs/results/resnet20_adder_cifar10 --images 2000 --threads 2

@@ -6,3 +6,5 @@ python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py 
 # 07:09 stopped by SIGTERM at the end of the session; continue with the last command above (it has --resume)
 # 07:27 resumed (session 2) from a snapshot of commit 9ec5626: same command with --resume
 # 08:07 finished epoch 10 (final test accuracy 83.68%)
+# 02:23 UTC session 4: test accuracy after BatchNorm re-estimation on 2000 training images (bn_reestimated.json):
+python docs/results/bn_reestimate.py docs/results/resnet20_cnn_cifar10 --images 2000 --threads 2
