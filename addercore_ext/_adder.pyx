@@ -54,9 +54,10 @@ cdef extern from "adder_kernels.h" nogil:
     void forward_tile_f64(const double *col, long ldc, const double *w, int Cout, int K, long P,
                           double *y, long ldy, int mode)
     void filter_grad_full_tile_t_f32(const float *col, const float *g, long ldg, int Cout, int K,
-                                     long P, float *gw, float *gsum, float *gT)
+                                     long P, float *gwT, long ldw, float *gsum, float *gT)
     void filter_grad_full_tile_t_f64(const double *col, const double *g, long ldg, int Cout,
-                                     int K, long P, double *gw, double *gsum, double *gT)
+                                     int K, long P, double *gwT, long ldw, double *gsum,
+                                     double *gT)
     void filter_grad_sign_tile_f32(const float *col, const float *w, const float *g, long ldg,
                                    int Cout, int K, long P, float *gw)
     void filter_grad_sign_tile_f64(const double *col, const double *w, const double *g, long ldg,
@@ -359,7 +360,10 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     partial_grad_weight (S, Cout, K) and partial_grad_sum (S, Cout) must be zero on entry:
     slot s covers images [s·N // S, (s+1)·N // S) and receives Σ_n Σ_p col·G
     (``filter_sign`` false) or Σ_n Σ_p sgn(D)·G (true) in partial_grad_weight[s] and Σ G in
-    partial_grad_sum[s].  input_mode: INPUT_GRAD_HARDTANH / _SIGN / _L2, or INPUT_GRAD_CONV
+    partial_grad_sum[s].  Layout of partial_grad_weight[s]: (Cout, K) for ``filter_sign``;
+    otherwise the Cout·K elements hold each group's block TRANSPOSED, (K, Cout/groups), group
+    after group (the layout of weight_t: the full filter gradient's register blocks then add
+    into contiguous filters); reduce_slots undoes it.  input_mode: INPUT_GRAD_HARDTANH / _SIGN / _L2, or INPUT_GRAD_CONV
     for the convolution (its filter gradient is the Σ col·G part alone).
     Images are processed in tiles of output positions as in adder_forward; with
     cap = tile_capacity(Ho·Wo, tile_positions, itemsize): col_workspace (>= num_threads,
@@ -465,7 +469,8 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                                                           &partial_grad_weight[s, g * Og, 0])
                             else:
                                 filter_grad_full_tile_t_f32(col, gb, ld, Og, K, ld,
-                                                            &partial_grad_weight[s, g * Og, 0],
+                                                            &partial_grad_weight[s, 0, 0]
+                                                            + <long>g * K * Og, Og,
                                                             &partial_grad_sum[s, g * Og], gT)
                             input_grad_tile_f32(col, wT, gb, ld, Og, K, ld, input_mode)
                         else:
@@ -474,7 +479,8 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                                                           &partial_grad_weight[s, g * Og, 0])
                             else:
                                 filter_grad_full_tile_t_f64(col, gb, ld, Og, K, ld,
-                                                            &partial_grad_weight[s, g * Og, 0],
+                                                            &partial_grad_weight[s, 0, 0]
+                                                            + <long>g * K * Og, Og,
                                                             &partial_grad_sum[s, g * Og], gT)
                             input_grad_tile_f64(col, wT, gb, ld, Og, K, ld, input_mode)
                         _unpack_tile_add(col, ld, Cg, kh, kw, sh, dh, Ho, Wo, p_lo, p_hi, cs,
@@ -482,6 +488,49 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                         p_lo = p_hi
                 if not direct:
                     _fold_planes_add(ds, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, gx)
+
+
+def reduce_slots(const floating[:, :, ::1] partial_grad_weight, floating[:, ::1] grad_weight,
+                 int groups, bint transposed, int num_threads):
+    """grad_weight (Cout, K) = Σ_s partial_grad_weight[s], summed in slot order (s = 0, 1, ...:
+    the same additions as ``p[0].copy(); p[0] += p[s]...``, so the result does not depend on
+    the thread count).  ``transposed``: each slot holds the layout adder_backward gives the
+    full filter gradient, each group's (K, Cout/groups) block transposed, group after group;
+    it is transposed back here (blocks of 16 × 16, so both sides stay in cache lines)."""
+    cdef int S = partial_grad_weight.shape[0], Cout = grad_weight.shape[0]
+    cdef int K = grad_weight.shape[1]
+    cdef int Og, nb, b, t, t0, t1, k, k0, k1, s, g
+    cdef long base, off
+    cdef floating acc
+    cdef const floating *src
+    if groups < 1 or Cout % groups != 0 or num_threads < 1:
+        raise ValueError(f"groups must divide Cout={Cout} and num_threads be >= 1, got "
+                         f"{groups}, {num_threads}")
+    if (S < 1 or partial_grad_weight.shape[1] != Cout or partial_grad_weight.shape[2] != K):
+        raise ValueError(f"partial_grad_weight must be (S >= 1, Cout={Cout}, K={K}), got "
+                         f"({S}, {partial_grad_weight.shape[1]}, {partial_grad_weight.shape[2]})")
+    if Cout == 0 or K == 0:
+        return
+    Og = Cout // groups
+    src = &partial_grad_weight[0, 0, 0]
+    nb = (Cout + 15) // 16
+    with nogil:
+        for b in prange(nb, schedule="static", num_threads=num_threads):
+            t0 = b * 16
+            t1 = min(t0 + 16, Cout)
+            for k0 in range(0, K, 16):
+                k1 = min(k0 + 16, K)
+                for t in range(t0, t1):
+                    for k in range(k0, k1):
+                        if transposed:
+                            g = t // Og
+                            off = <long>g * K * Og + <long>k * Og + (t - g * Og)
+                        else:
+                            off = <long>t * K + k
+                        acc = src[off]
+                        for s in range(1, S):
+                            acc = acc + src[<long>s * Cout * K + off]
+                        grad_weight[t, k] = acc
 
 
 def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, int kh, int kw, int sh,

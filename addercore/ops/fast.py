@@ -219,7 +219,10 @@ def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode):
         filter_sign, input_mode, tile, col, g_t, xpad, partial, partial_sum, threads,
         groups, *geo.dilation,
     )
-    return grad_input, _sum_slots(partial), _sum_slots(partial_sum)
+    # the full filter gradient's slots hold each group's (K, Cout/groups) block transposed
+    grad_weight = np.empty((cout, k), dtype)
+    _adder.reduce_slots(partial, grad_weight, groups, not filter_sign, threads)
+    return grad_input, grad_weight, _sum_slots(partial_sum)
 
 
 def _sum_slots(partial):
