@@ -490,19 +490,74 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                     _fold_planes_add(ds, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, gx)
 
 
-def reduce_slots(const floating[:, :, ::1] partial_grad_weight, floating[:, ::1] grad_weight,
+cdef inline void _transpose_rows(const floating *src, long lds, int rows, int cols,
+                                 floating *dst, long ldd) noexcept nogil:
+    """dst[c, r] = src[r, c] for r < rows, c < cols, through 16 × 16 tiles in a local buffer:
+    each tile reads 16 source runs and writes 16 destination runs, each once and whole.  (A
+    direct column walk over rows of power-of-two length, e.g. 2048 floats, hits one cache set
+    per column and misses on every element.)"""
+    cdef floating buf[256]
+    cdef int r0, c0, r, c, nr, nc
+    for c0 in range(0, cols, 16):
+        nc = min(16, cols - c0)
+        for r0 in range(0, rows, 16):
+            nr = min(16, rows - r0)
+            for r in range(nr):
+                for c in range(nc):
+                    buf[c * 16 + r] = src[<long>(r0 + r) * lds + c0 + c]
+            for c in range(nc):
+                for r in range(nr):
+                    dst[<long>(c0 + c) * ldd + r0 + r] = buf[c * 16 + r]
+
+
+cdef enum:
+    # rows per chunk (work unit) of the blocked transposes: each destination row then gets
+    # runs of 64 elements (whole cache lines), and a chunk of source rows stays in L2
+    TRANSPOSE_CHUNK = 64
+
+
+def transpose_filters(const floating[:, ::1] weight, floating[:, ::1] weight_t, int groups,
+                      int num_threads):
+    """weight_t (groups·K, Cout/groups) = each group's filters of weight (Cout, K) transposed,
+    group after group (the layout adder_backward takes).  A blocked copy: numpy's strided
+    transpose of a multi-MiB filter bank costs as much as a small layer's backward."""
+    cdef int Cout = weight.shape[0], K = weight.shape[1]
+    cdef int Og, nk, nb, b, g, t0
+    if groups < 1 or Cout % groups != 0 or num_threads < 1:
+        raise ValueError(f"groups must divide Cout={Cout} and num_threads be >= 1, got "
+                         f"{groups}, {num_threads}")
+    Og = Cout // groups
+    if weight_t.shape[0] != <Py_ssize_t>groups * K or weight_t.shape[1] != Og:
+        raise ValueError(f"weight_t must be (groups·K={groups * K}, Cout/groups={Og}), got "
+                         f"({weight_t.shape[0]}, {weight_t.shape[1]})")
+    if Cout == 0 or K == 0:
+        return
+    nk = (Og + TRANSPOSE_CHUNK - 1) // TRANSPOSE_CHUNK
+    nb = groups * nk
+    with nogil:
+        for b in prange(nb, schedule="static", num_threads=num_threads):
+            g = b // nk
+            t0 = (b % nk) * TRANSPOSE_CHUNK
+            # TRANSPOSE_CHUNK whole filters (contiguous source rows) per unit
+            _transpose_rows(&weight[g * Og + t0, 0], K, min(TRANSPOSE_CHUNK, Og - t0), K,
+                            &weight_t[g * K, t0], Og)
+
+
+def reduce_slots(floating[:, :, ::1] partial_grad_weight, floating[:, ::1] grad_weight,
                  int groups, bint transposed, int num_threads):
     """grad_weight (Cout, K) = Σ_s partial_grad_weight[s], summed in slot order (s = 0, 1, ...:
     the same additions as ``p[0].copy(); p[0] += p[s]...``, so the result does not depend on
     the thread count).  ``transposed``: each slot holds the layout adder_backward gives the
     full filter gradient, each group's (K, Cout/groups) block transposed, group after group;
-    it is transposed back here (blocks of 16 × 16, so both sides stay in cache lines)."""
+    it is summed in that layout (contiguous) and transposed back chunk by chunk.
+    partial_grad_weight[0] is overwritten (with the running sum)."""
     cdef int S = partial_grad_weight.shape[0], Cout = grad_weight.shape[0]
     cdef int K = grad_weight.shape[1]
-    cdef int Og, nb, b, t, t0, t1, k, k0, k1, s, g
-    cdef long base, off
-    cdef floating acc
-    cdef const floating *src
+    cdef int Og, nk, nb, b, g, k0, rows, s
+    cdef long e, off, n, total
+    cdef floating *p0
+    cdef floating *gw
+    cdef const floating *ps
     if groups < 1 or Cout % groups != 0 or num_threads < 1:
         raise ValueError(f"groups must divide Cout={Cout} and num_threads be >= 1, got "
                          f"{groups}, {num_threads}")
@@ -512,25 +567,38 @@ def reduce_slots(const floating[:, :, ::1] partial_grad_weight, floating[:, ::1]
     if Cout == 0 or K == 0:
         return
     Og = Cout // groups
-    src = &partial_grad_weight[0, 0, 0]
-    nb = (Cout + 15) // 16
+    total = <long>Cout * K
+    p0 = &partial_grad_weight[0, 0, 0]
+    if transposed:  # chunks of TRANSPOSE_CHUNK taps of one group: (rows, Og) contiguous
+        nk = (K + TRANSPOSE_CHUNK - 1) // TRANSPOSE_CHUNK
+        nb = groups * nk
+    else:  # chunks of TRANSPOSE_CHUNK filters: (rows, K) contiguous
+        nk = (Cout + TRANSPOSE_CHUNK - 1) // TRANSPOSE_CHUNK
+        nb = nk
     with nogil:
         for b in prange(nb, schedule="static", num_threads=num_threads):
-            t0 = b * 16
-            t1 = min(t0 + 16, Cout)
-            for k0 in range(0, K, 16):
-                k1 = min(k0 + 16, K)
-                for t in range(t0, t1):
-                    for k in range(k0, k1):
-                        if transposed:
-                            g = t // Og
-                            off = <long>g * K * Og + <long>k * Og + (t - g * Og)
-                        else:
-                            off = <long>t * K + k
-                        acc = src[off]
-                        for s in range(1, S):
-                            acc = acc + src[<long>s * Cout * K + off]
-                        grad_weight[t, k] = acc
+            if transposed:
+                g = b // nk
+                k0 = (b % nk) * TRANSPOSE_CHUNK
+                rows = min(TRANSPOSE_CHUNK, K - k0)
+                off = <long>g * K * Og + <long>k0 * Og
+                n = <long>rows * Og
+            else:
+                g = 0
+                k0 = b * TRANSPOSE_CHUNK
+                rows = min(TRANSPOSE_CHUNK, Cout - k0)
+                off = <long>k0 * K
+                n = <long>rows * K
+            for s in range(1, S):
+                ps = p0 + <long>s * total + off
+                for e in range(n):
+                    p0[off + e] = p0[off + e] + ps[e]
+            if transposed:
+                _transpose_rows(p0 + off, Og, rows, Og, &grad_weight[g * Og, k0], K)
+            else:
+                gw = &grad_weight[k0, 0]
+                for e in range(n):
+                    gw[e] = p0[off + e]
 
 
 def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, int kh, int kw, int sh,
