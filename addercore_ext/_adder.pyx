@@ -54,10 +54,11 @@ cdef extern from "adder_kernels.h" nogil:
     void forward_tile_f64(const double *col, long ldc, const double *w, int Cout, int K, long P,
                           double *y, long ldy, int mode)
     void filter_grad_full_tile_t_f32(const float *col, const float *g, long ldg, int Cout, int K,
-                                     long P, float *gwT, long ldw, float *gsum, float *gT)
+                                     long P, float *gwT, long ldw, float *gsum, float *gT,
+                                     int first)
     void filter_grad_full_tile_t_f64(const double *col, const double *g, long ldg, int Cout,
                                      int K, long P, double *gwT, long ldw, double *gsum,
-                                     double *gT)
+                                     double *gT, int first)
     void filter_grad_sign_tile_f32(const float *col, const float *w, const float *g, long ldg,
                                    int Cout, int K, long P, float *gw)
     void filter_grad_sign_tile_f64(const double *col, const double *w, const double *g, long ldg,
@@ -357,7 +358,8 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     input-gradient block reads them); ``groups``, ``dh``/``dw`` as in adder_forward;
     grad_output (N, Cout, Ho, Wo);
     grad_input (N, Cin, H, W) written (zeroed here first);
-    partial_grad_weight (S, Cout, K) and partial_grad_sum (S, Cout) must be zero on entry:
+    partial_grad_sum (S, Cout) must be zero on entry, and so must partial_grad_weight
+    (S, Cout, K) for ``filter_sign`` (the full filter gradient writes its slot's first tile):
     slot s covers images [s·N // S, (s+1)·N // S) and receives Σ_n Σ_p col·G
     (``filter_sign`` false) or Σ_n Σ_p sgn(D)·G (true) in partial_grad_weight[s] and Σ G in
     partial_grad_sum[s].  Layout of partial_grad_weight[s]: (Cout, K) for ``filter_sign``;
@@ -471,7 +473,8 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                                 filter_grad_full_tile_t_f32(col, gb, ld, Og, K, ld,
                                                             &partial_grad_weight[s, 0, 0]
                                                             + <long>g * K * Og, Og,
-                                                            &partial_grad_sum[s, g * Og], gT)
+                                                            &partial_grad_sum[s, g * Og], gT,
+                                                            n == n_lo and p_lo == 0)
                             input_grad_tile_f32(col, wT, gb, ld, Og, K, ld, input_mode)
                         else:
                             if filter_sign:
@@ -481,7 +484,8 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                                 filter_grad_full_tile_t_f64(col, gb, ld, Og, K, ld,
                                                             &partial_grad_weight[s, 0, 0]
                                                             + <long>g * K * Og, Og,
-                                                            &partial_grad_sum[s, g * Og], gT)
+                                                            &partial_grad_sum[s, g * Og], gT,
+                                                            n == n_lo and p_lo == 0)
                             input_grad_tile_f64(col, wT, gb, ld, Og, K, ld, input_mode)
                         _unpack_tile_add(col, ld, Cg, kh, kw, sh, dh, Ho, Wo, p_lo, p_hi, cs,
                                          (gx if direct else ds) + <long>g * Cg * cs)

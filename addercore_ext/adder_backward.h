@@ -23,7 +23,8 @@ _Static_assert(__builtin_types_compatible_p(T_IN, T_ACC),
 #endif
 
 static void FN(filter_grad_full_tile)(const T_IN *col, const T_ACC *g, long ldg, int Cout, int K,
-                                      long P, T_ACC *gw, long gw_t, long gw_k, T_ACC *gsum)
+                                      long P, T_ACC *gw, long gw_t, long gw_k, T_ACC *gsum,
+                                      int first)
 {
     const long PV = P - P % VLANES; /* vectorised part of p */
     for (int t = 0; gsum != NULL && t < Cout; t++) {
@@ -60,7 +61,8 @@ static void FN(filter_grad_full_tile)(const T_IN *col, const T_ACC *g, long ldg,
                         const T_IN *ck = col + (long)(k0 + b) * P;
                         const T_ACC *gt = g + (long)(t0 + a) * ldg;
                         for (long q = p; q < P; q++) sum += ck[q] * gt[q];
-                        gw[(long)(t0 + a) * gw_t + (long)(k0 + b) * gw_k] += sum;
+                        T_ACC *o = gw + (long)(t0 + a) * gw_t + (long)(k0 + b) * gw_k;
+                        *o = first ? sum : *o + sum;
                     }
             } else {
                 for (int a = 0; a < tb; a++)
@@ -72,7 +74,8 @@ static void FN(filter_grad_full_tile)(const T_IN *col, const T_ACC *g, long ldg,
                         for (; p < PV; p += VLANES) s = VOP(fma)(VOP(load)(ck + p), VOP(load)(gt + p), s);
                         T_ACC sum = VOP(hsum)(s);
                         for (; p < P; p++) sum += ck[p] * gt[p];
-                        gw[(long)(t0 + a) * gw_t + (long)(k0 + b) * gw_k] += sum;
+                        T_ACC *o = gw + (long)(t0 + a) * gw_t + (long)(k0 + b) * gw_k;
+                        *o = first ? sum : *o + sum;
                     }
             }
         }
@@ -91,7 +94,9 @@ static void FN(filter_grad_full_tile)(const T_IN *col, const T_ACC *g, long ldg,
  * Taps outer, filters inner: the partial streams through once per tile, in order, and the
  * transposed tile gT (P·Cout) is re-read from L2 once per FGT_KB taps.
  * Filters beyond the last whole block of 2 vectors, and filters shorter than FGT_MIN_K
- * taps, go through filter_grad_full_tile.  gT: workspace of P·Cout.  The result of each
+ * taps, go through filter_grad_full_tile.  gT: workspace of P·Cout.  ``first``: the tile is
+ * the first one added into this partial, which is then written, not read (0 + x = x: the
+ * caller need not zero the partials; only a -0 sum becomes -0 instead of +0).  The result of each
  * element is the one of the (Cout, K) kernel it replaced (same per-element operations).
  * ------------------------------------------------------------------------------------- */
 #ifndef FGT_KB
@@ -103,7 +108,8 @@ static void FN(filter_grad_full_tile)(const T_IN *col, const T_ACC *g, long ldg,
 
 /* one block: KB taps from k0 (rows of col and gwT) × 2 vectors of filters from t0 */
 static inline __attribute__((always_inline)) void FN(filter_grad_t_block)(
-    const T_IN *cp, const T_ACC *gp, long ldgt, long P, T_ACC *wp, long ldw, const int KB)
+    const T_IN *cp, const T_ACC *gp, long ldgt, long P, T_ACC *wp, long ldw, const int KB,
+    int first)
 {
     V_ACC acc[FGT_KB][2];
     for (int b = 0; b < KB; b++) acc[b][0] = acc[b][1] = VOP(zero)();
@@ -117,18 +123,24 @@ static inline __attribute__((always_inline)) void FN(filter_grad_t_block)(
     }
     for (int b = 0; b < KB; b++) {
         T_ACC *w = wp + (long)b * ldw;
-        VOP(store)(w, VOP(add)(VOP(load)(w), acc[b][0]));
-        VOP(store)(w + VLANES, VOP(add)(VOP(load)(w + VLANES), acc[b][1]));
+        if (first) { /* the slot's first tile: the partial is not read (nor zeroed before) */
+            VOP(store)(w, acc[b][0]);
+            VOP(store)(w + VLANES, acc[b][1]);
+        } else {
+            VOP(store)(w, VOP(add)(VOP(load)(w), acc[b][0]));
+            VOP(store)(w + VLANES, VOP(add)(VOP(load)(w + VLANES), acc[b][1]));
+        }
     }
 }
 
 static void FN(filter_grad_full_tile_t)(const T_IN *col, const T_ACC *g, long ldg, int Cout, int K,
-                                        long P, T_ACC *gwT, long ldw, T_ACC *gsum, T_ACC *gT)
+                                        long P, T_ACC *gwT, long ldw, T_ACC *gsum, T_ACC *gT,
+                                        int first)
 {
     const int TV = 2 * VLANES;
     const int Cb = Cout - Cout % TV; /* filters handled by the transposed kernel */
     if (Cb == 0 || K < FGT_MIN_K) { /* short filters: the transpose would not pay */
-        FN(filter_grad_full_tile)(col, g, ldg, Cout, K, P, gwT, 1, ldw, gsum);
+        FN(filter_grad_full_tile)(col, g, ldg, Cout, K, P, gwT, 1, ldw, gsum, first);
         return;
     }
     {   /* Σ_p g and the transpose of the first Cb filter rows */
@@ -151,14 +163,14 @@ static void FN(filter_grad_full_tile_t)(const T_IN *col, const T_ACC *g, long ld
     for (; k0 + FGT_KB <= K; k0 += FGT_KB)
         for (int t0 = 0; t0 < Cb; t0 += TV)
             FN(filter_grad_t_block)(col + (long)k0 * P, gT + t0, Cb, P, gwT + (long)k0 * ldw + t0,
-                                    ldw, FGT_KB);
+                                    ldw, FGT_KB, first);
     for (; k0 < K; k0++)
         for (int t0 = 0; t0 < Cb; t0 += TV)
             FN(filter_grad_t_block)(col + (long)k0 * P, gT + t0, Cb, P, gwT + (long)k0 * ldw + t0,
-                                    ldw, 1);
+                                    ldw, 1, first);
     if (Cb < Cout)
         FN(filter_grad_full_tile)(col, g + (long)Cb * ldg, ldg, Cout - Cb, K, P, gwT + Cb, 1,
-                                  ldw, NULL);
+                                  ldw, NULL, first);
 }
 
 /* ---------------------------------------------------------------------------------------

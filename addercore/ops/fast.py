@@ -220,7 +220,10 @@ def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode):
     g_t = _workspace("grad_output_t", dtype, (threads, max(2 * cout * cap, 1)))
     # the column planes and their gradient
     xpad = _workspace("padded_image", dtype, (threads, 2 * _source_size(geo) + _adder.PAD_SLACK))
-    partial = _workspace("partial_grad_weight", dtype, (slots, cout, k), zero=True)
+    # the full filter gradient writes each slot's first tile (zeroing would cost a pass over
+    # slots·Cout·K elements, as much as a small batch's kernels for long filters)
+    partial = _workspace("partial_grad_weight", dtype, (slots, cout, k),
+                         zero=filter_sign or ho * wo == 0)
     partial_sum = _workspace("partial_grad_sum", dtype, (slots, cout), zero=True)
     # each group's filters transposed, group after group: (groups·K, Cout/groups)
     groups, og = geo.groups, geo.cout_group
