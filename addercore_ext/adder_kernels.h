@@ -23,8 +23,9 @@
  * Backward (per tile, same packed buffer):
  *   - "full" filter gradient = Σ X·G - F·Σ G: a GEMM with the reduction along p, done with
  *     the grad tile transposed to (p, t) so that 12 accumulators (6 taps × 2 vectors of
- *     filters) stay in registers over the whole tile (filter_grad_full_tile_t), plus a rank-1
- *     term applied once by the caller;
+ *     filters) stay in registers over the whole tile (filter_grad_full_tile_t), added into a
+ *     (K, Cout)-transposed partial (contiguous vector adds), plus a rank-1 term applied once
+ *     by the caller;
  *   - "sign" filter gradient: direct Σ sgn(D)·G;
  *   - input gradient: dcol[k, p] = Σ_t factor(-D)·G computed in place over col (a block
  *     reads only its own patch entries), then gathered into the planes' gradient
