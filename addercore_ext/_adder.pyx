@@ -54,9 +54,11 @@ cdef extern from "adder_kernels.h" nogil:
     void forward_tile_f64(const double *col, long ldc, const double *w, int Cout, int K, long P,
                           double *y, long ldy, int mode)
     void filter_grad_full_tile_t_f32(const float *col, const float *g, long ldg, int Cout, int K,
-                                     long P, float *gw, float *gsum, float *gT)
+                                     long P, float *gwT, long ldw, float *gsum, float *gT,
+                                     int first)
     void filter_grad_full_tile_t_f64(const double *col, const double *g, long ldg, int Cout,
-                                     int K, long P, double *gw, double *gsum, double *gT)
+                                     int K, long P, double *gwT, long ldw, double *gsum,
+                                     double *gT, int first)
     void filter_grad_sign_tile_t_f32(const float *col, const float *wT, const float *g,
                                      long ldg, int Cout, int K, long P, float *gw, float *gT)
     void filter_grad_sign_tile_t_f64(const double *col, const double *wT, const double *g,
@@ -356,10 +358,14 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     input-gradient block reads them); ``groups``, ``dh``/``dw`` as in adder_forward;
     grad_output (N, Cout, Ho, Wo);
     grad_input (N, Cin, H, W) written (zeroed here first);
-    partial_grad_weight (S, Cout, K) and partial_grad_sum (S, Cout) must be zero on entry:
+    partial_grad_sum (S, Cout) must be zero on entry, and so must partial_grad_weight
+    (S, Cout, K) for ``filter_sign`` (the full filter gradient writes its slot's first tile):
     slot s covers images [s·N // S, (s+1)·N // S) and receives Σ_n Σ_p col·G
     (``filter_sign`` false) or Σ_n Σ_p sgn(D)·G (true) in partial_grad_weight[s] and Σ G in
-    partial_grad_sum[s].  input_mode: INPUT_GRAD_HARDTANH / _SIGN / _L2, or INPUT_GRAD_CONV
+    partial_grad_sum[s].  Layout of partial_grad_weight[s]: (Cout, K) for ``filter_sign``;
+    otherwise the Cout·K elements hold each group's block TRANSPOSED, (K, Cout/groups), group
+    after group (the layout of weight_t: the full filter gradient's register blocks then add
+    into contiguous filters); reduce_slots undoes it.  input_mode: INPUT_GRAD_HARDTANH / _SIGN / _L2, or INPUT_GRAD_CONV
     for the convolution (its filter gradient is the Σ col·G part alone).
     Images are processed in tiles of output positions as in adder_forward; with
     cap = tile_capacity(Ho·Wo, tile_positions, itemsize): col_workspace (>= num_threads,
@@ -466,8 +472,10 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                                                             gT)
                             else:
                                 filter_grad_full_tile_t_f32(col, gb, ld, Og, K, ld,
-                                                            &partial_grad_weight[s, g * Og, 0],
-                                                            &partial_grad_sum[s, g * Og], gT)
+                                                            &partial_grad_weight[s, 0, 0]
+                                                            + <long>g * K * Og, Og,
+                                                            &partial_grad_sum[s, g * Og], gT,
+                                                            n == n_lo and p_lo == 0)
                             input_grad_tile_f32(col, wT, gb, ld, Og, K, ld, input_mode)
                         else:
                             if filter_sign:
@@ -476,14 +484,127 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                                                             gT)
                             else:
                                 filter_grad_full_tile_t_f64(col, gb, ld, Og, K, ld,
-                                                            &partial_grad_weight[s, g * Og, 0],
-                                                            &partial_grad_sum[s, g * Og], gT)
+                                                            &partial_grad_weight[s, 0, 0]
+                                                            + <long>g * K * Og, Og,
+                                                            &partial_grad_sum[s, g * Og], gT,
+                                                            n == n_lo and p_lo == 0)
                             input_grad_tile_f64(col, wT, gb, ld, Og, K, ld, input_mode)
                         _unpack_tile_add(col, ld, Cg, kh, kw, sh, dh, Ho, Wo, p_lo, p_hi, cs,
                                          (gx if direct else ds) + <long>g * Cg * cs)
                         p_lo = p_hi
                 if not direct:
                     _fold_planes_add(ds, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, gx)
+
+
+cdef inline void _transpose_rows(const floating *src, long lds, int rows, int cols,
+                                 floating *dst, long ldd) noexcept nogil:
+    """dst[c, r] = src[r, c] for r < rows, c < cols, through 16 × 16 tiles in a local buffer:
+    each tile reads 16 source runs and writes 16 destination runs, each once and whole.  (A
+    direct column walk over rows of power-of-two length, e.g. 2048 floats, hits one cache set
+    per column and misses on every element.)"""
+    cdef floating buf[256]
+    cdef int r0, c0, r, c, nr, nc
+    for c0 in range(0, cols, 16):
+        nc = min(16, cols - c0)
+        for r0 in range(0, rows, 16):
+            nr = min(16, rows - r0)
+            for r in range(nr):
+                for c in range(nc):
+                    buf[c * 16 + r] = src[<long>(r0 + r) * lds + c0 + c]
+            for c in range(nc):
+                for r in range(nr):
+                    dst[<long>(c0 + c) * ldd + r0 + r] = buf[c * 16 + r]
+
+
+cdef enum:
+    # rows per chunk (work unit) of the blocked transposes: each destination row then gets
+    # runs of 64 elements (whole cache lines), and a chunk of source rows stays in L2
+    TRANSPOSE_CHUNK = 64
+
+
+def transpose_filters(const floating[:, ::1] weight, floating[:, ::1] weight_t, int groups,
+                      int num_threads):
+    """weight_t (groups·K, Cout/groups) = each group's filters of weight (Cout, K) transposed,
+    group after group (the layout adder_backward takes).  A blocked copy: numpy's strided
+    transpose of a multi-MiB filter bank costs as much as a small layer's backward."""
+    cdef int Cout = weight.shape[0], K = weight.shape[1]
+    cdef int Og, nk, nb, b, g, t0
+    if groups < 1 or Cout % groups != 0 or num_threads < 1:
+        raise ValueError(f"groups must divide Cout={Cout} and num_threads be >= 1, got "
+                         f"{groups}, {num_threads}")
+    Og = Cout // groups
+    if weight_t.shape[0] != <Py_ssize_t>groups * K or weight_t.shape[1] != Og:
+        raise ValueError(f"weight_t must be (groups·K={groups * K}, Cout/groups={Og}), got "
+                         f"({weight_t.shape[0]}, {weight_t.shape[1]})")
+    if Cout == 0 or K == 0:
+        return
+    nk = (Og + TRANSPOSE_CHUNK - 1) // TRANSPOSE_CHUNK
+    nb = groups * nk
+    with nogil:
+        for b in prange(nb, schedule="static", num_threads=num_threads):
+            g = b // nk
+            t0 = (b % nk) * TRANSPOSE_CHUNK
+            # TRANSPOSE_CHUNK whole filters (contiguous source rows) per unit
+            _transpose_rows(&weight[g * Og + t0, 0], K, min(TRANSPOSE_CHUNK, Og - t0), K,
+                            &weight_t[g * K, t0], Og)
+
+
+def reduce_slots(floating[:, :, ::1] partial_grad_weight, floating[:, ::1] grad_weight,
+                 int groups, bint transposed, int num_threads):
+    """grad_weight (Cout, K) = Σ_s partial_grad_weight[s], summed in slot order (s = 0, 1, ...:
+    the same additions as ``p[0].copy(); p[0] += p[s]...``, so the result does not depend on
+    the thread count).  ``transposed``: each slot holds the layout adder_backward gives the
+    full filter gradient, each group's (K, Cout/groups) block transposed, group after group;
+    it is summed in that layout (contiguous) and transposed back chunk by chunk.
+    partial_grad_weight[0] is overwritten (with the running sum)."""
+    cdef int S = partial_grad_weight.shape[0], Cout = grad_weight.shape[0]
+    cdef int K = grad_weight.shape[1]
+    cdef int Og, nk, nb, b, g, k0, rows, s
+    cdef long e, off, n, total
+    cdef floating *p0
+    cdef floating *gw
+    cdef const floating *ps
+    if groups < 1 or Cout % groups != 0 or num_threads < 1:
+        raise ValueError(f"groups must divide Cout={Cout} and num_threads be >= 1, got "
+                         f"{groups}, {num_threads}")
+    if (S < 1 or partial_grad_weight.shape[1] != Cout or partial_grad_weight.shape[2] != K):
+        raise ValueError(f"partial_grad_weight must be (S >= 1, Cout={Cout}, K={K}), got "
+                         f"({S}, {partial_grad_weight.shape[1]}, {partial_grad_weight.shape[2]})")
+    if Cout == 0 or K == 0:
+        return
+    Og = Cout // groups
+    total = <long>Cout * K
+    p0 = &partial_grad_weight[0, 0, 0]
+    if transposed:  # chunks of TRANSPOSE_CHUNK taps of one group: (rows, Og) contiguous
+        nk = (K + TRANSPOSE_CHUNK - 1) // TRANSPOSE_CHUNK
+        nb = groups * nk
+    else:  # chunks of TRANSPOSE_CHUNK filters: (rows, K) contiguous
+        nk = (Cout + TRANSPOSE_CHUNK - 1) // TRANSPOSE_CHUNK
+        nb = nk
+    with nogil:
+        for b in prange(nb, schedule="static", num_threads=num_threads):
+            if transposed:
+                g = b // nk
+                k0 = (b % nk) * TRANSPOSE_CHUNK
+                rows = min(TRANSPOSE_CHUNK, K - k0)
+                off = <long>g * K * Og + <long>k0 * Og
+                n = <long>rows * Og
+            else:
+                g = 0
+                k0 = b * TRANSPOSE_CHUNK
+                rows = min(TRANSPOSE_CHUNK, Cout - k0)
+                off = <long>k0 * K
+                n = <long>rows * K
+            for s in range(1, S):
+                ps = p0 + <long>s * total + off
+                for e in range(n):
+                    p0[off + e] = p0[off + e] + ps[e]
+            if transposed:
+                _transpose_rows(p0 + off, Og, rows, Og, &grad_weight[g * Og, k0], K)
+            else:
+                gw = &grad_weight[k0, 0]
+                for e in range(n):
+                    gw[e] = p0[off + e]
 
 
 def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, int kh, int kw, int sh,

@@ -11,7 +11,9 @@ _Static_assert(__builtin_types_compatible_p(T_IN, T_ACC),
  *     gw[t, k] += Σ_p col[k, p] · g[t, p]          gsum[t] += Σ_p g[t, p]
  * The caller forms Σ D·G = Σ X·G - F·Σ G (method §4.1) once all images are accumulated.
  * Register block: FGW_TB filters × FGW_KB taps, one vector accumulator each, lanes summed
- * in a fixed order at the end.  col: (K, P) tile; g: (Cout, ldg); gw: (Cout, K); gsum: (Cout,).
+ * in a fixed order at the end.  col: (K, P) tile; g: (Cout, ldg); gsum: (Cout,);
+ * gw[t, k] is gw[t·gw_t + k·gw_k] (the callers pass the transposed (K, Cout) layout of
+ * filter_grad_full_tile_t: gw_t = 1, gw_k = its row length).
  * ------------------------------------------------------------------------------------- */
 #ifndef FGW_TB
 #define FGW_TB 4 /* filters per register block of filter_grad_full_tile */
@@ -21,7 +23,8 @@ _Static_assert(__builtin_types_compatible_p(T_IN, T_ACC),
 #endif
 
 static void FN(filter_grad_full_tile)(const T_IN *col, const T_ACC *g, long ldg, int Cout, int K,
-                                      long P, T_ACC *gw, T_ACC *gsum)
+                                      long P, T_ACC *gw, long gw_t, long gw_k, T_ACC *gsum,
+                                      int first)
 {
     const long PV = P - P % VLANES; /* vectorised part of p */
     for (int t = 0; gsum != NULL && t < Cout; t++) {
@@ -58,7 +61,8 @@ static void FN(filter_grad_full_tile)(const T_IN *col, const T_ACC *g, long ldg,
                         const T_IN *ck = col + (long)(k0 + b) * P;
                         const T_ACC *gt = g + (long)(t0 + a) * ldg;
                         for (long q = p; q < P; q++) sum += ck[q] * gt[q];
-                        gw[(long)(t0 + a) * K + k0 + b] += sum;
+                        T_ACC *o = gw + (long)(t0 + a) * gw_t + (long)(k0 + b) * gw_k;
+                        *o = first ? sum : *o + sum;
                     }
             } else {
                 for (int a = 0; a < tb; a++)
@@ -70,7 +74,8 @@ static void FN(filter_grad_full_tile)(const T_IN *col, const T_ACC *g, long ldg,
                         for (; p < PV; p += VLANES) s = VOP(fma)(VOP(load)(ck + p), VOP(load)(gt + p), s);
                         T_ACC sum = VOP(hsum)(s);
                         for (; p < P; p++) sum += ck[p] * gt[p];
-                        gw[(long)(t0 + a) * K + k0 + b] += sum;
+                        T_ACC *o = gw + (long)(t0 + a) * gw_t + (long)(k0 + b) * gw_k;
+                        *o = first ? sum : *o + sum;
                     }
             }
         }
@@ -78,11 +83,21 @@ static void FN(filter_grad_full_tile)(const T_IN *col, const T_ACC *g, long ldg,
 }
 
 /* ---------------------------------------------------------------------------------------
- * Filter gradient, "full" part, GEMM-style: the tile of g is transposed into gT[p, t]
- * (Cout contiguous) so that the reduction over p stays in registers: for each position p,
- * FGT_KB broadcast patch values × 2 vectors of filters -> 2·FGT_KB fused multiply-adds, no
- * horizontal sums.  Same contract as filter_grad_full_tile; gT: workspace of P·Cout.
- * Filters beyond the last whole block of 2 vectors go through filter_grad_full_tile.
+ * Filter gradient, "full" part, GEMM-style, into the TRANSPOSED partial gwT (K, ldw):
+ *     gwT[k, t] += Σ_p col[k, p] · g[t, p]          gsum[t] += Σ_p g[t, p]
+ * The tile of g is transposed into gT[p, t] (Cout contiguous) so that the reduction over p
+ * stays in registers: for each position p, FGT_KB broadcast patch values × 2 vectors of
+ * filters -> 2·FGT_KB fused multiply-adds, no horizontal sums.  The partial is (K, Cout)
+ * so that a block's epilogue is 2·FGT_KB contiguous vector adds: in the (Cout, K) layout it
+ * was 2·VLANES·FGT_KB scalar adds K elements apart (4-8 KiB strides for K = 1024-2048, all
+ * in one L1 set), which at tiles of 32 positions cost as much as the block's arithmetic.
+ * Taps outer, filters inner: the partial streams through once per tile, in order, and the
+ * transposed tile gT (P·Cout) is re-read from L2 once per FGT_KB taps.
+ * Filters beyond the last whole block of 2 vectors, and filters shorter than FGT_MIN_K
+ * taps, go through filter_grad_full_tile.  gT: workspace of P·Cout.  ``first``: the tile is
+ * the first one added into this partial, which is then written, not read (0 + x = x: the
+ * caller need not zero the partials; only a -0 sum becomes -0 instead of +0).  The result of each
+ * element is the one of the (Cout, K) kernel it replaced (same per-element operations).
  * ------------------------------------------------------------------------------------- */
 #ifndef FGT_KB
 #define FGT_KB 6 /* taps per register block of filter_grad_full_tile_t (× 2 vectors of filters) */
@@ -91,13 +106,41 @@ static void FN(filter_grad_full_tile)(const T_IN *col, const T_ACC *g, long ldg,
 #define FGT_MIN_K 32 /* shortest filter (taps) for which the transposed filter gradient pays */
 #endif
 
+/* one block: KB taps from k0 (rows of col and gwT) × 2 vectors of filters from t0 */
+static inline __attribute__((always_inline)) void FN(filter_grad_t_block)(
+    const T_IN *cp, const T_ACC *gp, long ldgt, long P, T_ACC *wp, long ldw, const int KB,
+    int first)
+{
+    V_ACC acc[FGT_KB][2];
+    for (int b = 0; b < KB; b++) acc[b][0] = acc[b][1] = VOP(zero)();
+    for (long p = 0; p < P; p++, gp += ldgt) {
+        V_ACC g0 = VOP(load)(gp), g1 = VOP(load)(gp + VLANES);
+        for (int b = 0; b < KB; b++) {
+            V_ACC c = VOP(set1)(cp[(long)b * P + p]);
+            acc[b][0] = VOP(fma)(c, g0, acc[b][0]);
+            acc[b][1] = VOP(fma)(c, g1, acc[b][1]);
+        }
+    }
+    for (int b = 0; b < KB; b++) {
+        T_ACC *w = wp + (long)b * ldw;
+        if (first) { /* the slot's first tile: the partial is not read (nor zeroed before) */
+            VOP(store)(w, acc[b][0]);
+            VOP(store)(w + VLANES, acc[b][1]);
+        } else {
+            VOP(store)(w, VOP(add)(VOP(load)(w), acc[b][0]));
+            VOP(store)(w + VLANES, VOP(add)(VOP(load)(w + VLANES), acc[b][1]));
+        }
+    }
+}
+
 static void FN(filter_grad_full_tile_t)(const T_IN *col, const T_ACC *g, long ldg, int Cout, int K,
-                                        long P, T_ACC *gw, T_ACC *gsum, T_ACC *gT)
+                                        long P, T_ACC *gwT, long ldw, T_ACC *gsum, T_ACC *gT,
+                                        int first)
 {
     const int TV = 2 * VLANES;
     const int Cb = Cout - Cout % TV; /* filters handled by the transposed kernel */
     if (Cb == 0 || K < FGT_MIN_K) { /* short filters: the transpose would not pay */
-        FN(filter_grad_full_tile)(col, g, ldg, Cout, K, P, gw, gsum);
+        FN(filter_grad_full_tile)(col, g, ldg, Cout, K, P, gwT, 1, ldw, gsum, first);
         return;
     }
     {   /* Σ_p g and the transpose of the first Cb filter rows */
@@ -116,49 +159,18 @@ static void FN(filter_grad_full_tile_t)(const T_IN *col, const T_ACC *g, long ld
             for (long p = 0; p < P; p++) gT[p * Cb + t] = gt[p];
         }
     }
-    T_ACC lanes[2 * VF64_LANES > 2 * VF32_LANES ? 2 * VF64_LANES : 2 * VF32_LANES];
-    for (int t0 = 0; t0 < Cb; t0 += TV) {
-        int k0 = 0;
-        for (; k0 < K; k0 += FGT_KB) {
-            const int kb = K - k0 < FGT_KB ? K - k0 : FGT_KB;
-            if (kb == FGT_KB) {
-                V_ACC acc[FGT_KB][2];
-                for (int b = 0; b < FGT_KB; b++) acc[b][0] = acc[b][1] = VOP(zero)();
-                const T_IN *cp = col + (long)k0 * P;
-                const T_ACC *gp = gT + t0;
-                for (long p = 0; p < P; p++, gp += Cb) {
-                    V_ACC g0 = VOP(load)(gp), g1 = VOP(load)(gp + VLANES);
-                    for (int b = 0; b < FGT_KB; b++) {
-                        V_ACC c = VOP(set1)(cp[(long)b * P + p]);
-                        acc[b][0] = VOP(fma)(c, g0, acc[b][0]);
-                        acc[b][1] = VOP(fma)(c, g1, acc[b][1]);
-                    }
-                }
-                for (int b = 0; b < FGT_KB; b++) {
-                    VOP(store)(lanes, acc[b][0]);
-                    VOP(store)(lanes + VLANES, acc[b][1]);
-                    for (int l = 0; l < TV; l++) gw[(long)(t0 + l) * K + k0 + b] += lanes[l];
-                }
-            } else {
-                for (int b = 0; b < kb; b++) {
-                    V_ACC a0 = VOP(zero)(), a1 = VOP(zero)();
-                    const T_IN *cp = col + (long)(k0 + b) * P;
-                    const T_ACC *gp = gT + t0;
-                    for (long p = 0; p < P; p++, gp += Cb) {
-                        V_ACC c = VOP(set1)(cp[p]);
-                        a0 = VOP(fma)(c, VOP(load)(gp), a0);
-                        a1 = VOP(fma)(c, VOP(load)(gp + VLANES), a1);
-                    }
-                    VOP(store)(lanes, a0);
-                    VOP(store)(lanes + VLANES, a1);
-                    for (int l = 0; l < TV; l++) gw[(long)(t0 + l) * K + k0 + b] += lanes[l];
-                }
-            }
-        }
-    }
+    int k0 = 0;
+    for (; k0 + FGT_KB <= K; k0 += FGT_KB)
+        for (int t0 = 0; t0 < Cb; t0 += TV)
+            FN(filter_grad_t_block)(col + (long)k0 * P, gT + t0, Cb, P, gwT + (long)k0 * ldw + t0,
+                                    ldw, FGT_KB, first);
+    for (; k0 < K; k0++)
+        for (int t0 = 0; t0 < Cb; t0 += TV)
+            FN(filter_grad_t_block)(col + (long)k0 * P, gT + t0, Cb, P, gwT + (long)k0 * ldw + t0,
+                                    ldw, 1, first);
     if (Cb < Cout)
-        FN(filter_grad_full_tile)(col, g + (long)Cb * ldg, ldg, Cout - Cb, K, P,
-                                  gw + (long)Cb * K, NULL);
+        FN(filter_grad_full_tile)(col, g + (long)Cb * ldg, ldg, Cout - Cb, K, P, gwT + Cb, 1,
+                                  ldw, NULL, first);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -378,6 +390,9 @@ static void FN(filter_grad_sign_tile_t)(const T_IN *col, const T_IN *wT, const T
 #ifndef IG_KB1
 #define IG_KB1 8 /* taps per register block of the last (< IG_PV) vectors of a tile */
 #endif
+#ifndef IG_CHUNK_BYTES
+#define IG_CHUNK_BYTES (256 * 1024) /* grad_output bytes per chunk of positions (L2-resident) */
+#endif
 
 static inline __attribute__((always_inline)) V_ACC FN(ig_term)(V_ACC nd, V_ACC gv, V_ACC acc, int mode,
                                                             V_ACC lo, V_ACC hi)
@@ -427,17 +442,26 @@ static inline __attribute__((always_inline)) void FN(input_grad_body)(T_ACC *col
                                                                       int mode)
 {
     const long PB = (long)IG_PV * VLANES;
-    long p0 = 0;
-    for (; p0 + PB <= P; p0 += PB) {
+    /* Positions in chunks whose grad_output columns (Cout × chunk) stay in L2, taps outer
+     * inside a chunk: the filters (K·Cout, up to MiBs for the long 1x1 filters of ImageNet
+     * ResNets) then stream once per chunk instead of once per IG_PV vectors of positions,
+     * and a block's IG_KB filter rows stay in L1 over the chunk. */
+    long chunk = IG_CHUNK_BYTES / ((long)Cout * (long)sizeof(T_ACC)) / PB * PB;
+    if (chunk < PB) chunk = PB;
+    const long PF = P - P % PB; /* positions in whole IG_PV-vector blocks */
+    for (long c0 = 0; c0 < PF; c0 += chunk) {
+        const long c1 = c0 + chunk < PF ? c0 + chunk : PF;
         int k0 = 0;
         for (; k0 + IG_KB <= K; k0 += IG_KB)
-            FN(input_grad_block)(col + (long)k0 * P + p0, P, wT + (long)k0 * Cout, g + p0, ldg,
-                                 Cout, IG_KB, IG_PV, mode);
+            for (long p0 = c0; p0 < c1; p0 += PB)
+                FN(input_grad_block)(col + (long)k0 * P + p0, P, wT + (long)k0 * Cout, g + p0, ldg,
+                                     Cout, IG_KB, IG_PV, mode);
         for (; k0 < K; k0++)
-            FN(input_grad_block)(col + (long)k0 * P + p0, P, wT + (long)k0 * Cout, g + p0, ldg,
-                                 Cout, 1, IG_PV, mode);
+            for (long p0 = c0; p0 < c1; p0 += PB)
+                FN(input_grad_block)(col + (long)k0 * P + p0, P, wT + (long)k0 * Cout, g + p0, ldg,
+                                     Cout, 1, IG_PV, mode);
     }
-    for (; p0 < P; p0 += VLANES) { /* a partial last vector runs whole (see above) */
+    for (long p0 = PF; p0 < P; p0 += VLANES) { /* a partial last vector runs whole (see above) */
         int k0 = 0;
         for (; k0 + IG_KB1 <= K; k0 += IG_KB1)
             FN(input_grad_block)(col + (long)k0 * P + p0, P, wT + (long)k0 * Cout, g + p0, ldg,

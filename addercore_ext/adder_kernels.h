@@ -23,12 +23,14 @@
  * Backward (per tile, same packed buffer):
  *   - "full" filter gradient = Σ X·G - F·Σ G: a GEMM with the reduction along p, done with
  *     the grad tile transposed to (p, t) so that 12 accumulators (6 taps × 2 vectors of
- *     filters) stay in registers over the whole tile (filter_grad_full_tile_t), plus a rank-1
- *     term applied once by the caller;
- *   - "sign" filter gradient Σ sgn(D)·G: the same transposed layout, 4 taps × 2 vectors of
- *     filters, 2·sgn(D) from one integer instruction (vpsignd) and a fused multiply-add per
- *     vector of terms (filter_grad_sign_tile_t); blocks with non-finite data or sums fall back
- *     to the direct form (filter_grad_sign_tile), which is exact per term;
+ *     filters) stay in registers over the whole tile (filter_grad_full_tile_t), added into a
+ *     (K, Cout)-transposed partial (contiguous vector adds), plus a rank-1 term applied once
+ *     by the caller;
+ *   - "sign" filter gradient Σ sgn(D)·G: the grad tile transposed the same way, 4 taps × 2
+ *     vectors of filters, 2·sgn(D) from one integer instruction (vpsignd) and a fused
+ *     multiply-add per vector of terms (filter_grad_sign_tile_t), into a (Cout, K) partial;
+ *     blocks with non-finite data or sums fall back to the direct form
+ *     (filter_grad_sign_tile), which is exact per term;
  *   - input gradient: dcol[k, p] = Σ_t factor(-D)·G computed in place over col (a block
  *     reads only its own patch entries), then gathered into the planes' gradient
  *     (unpack_tile_add) and, once per image, into the input gradient (fold_planes_add).

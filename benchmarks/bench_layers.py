@@ -284,6 +284,9 @@ def main():
                              "ResNet-18/50 ImageNet layers (batch --batch[0]) and ratio to best")
     parser.add_argument("--widths", help="output-width sweep, e.g. 1-64 or 1-64:3 or 7,8,28: "
                                          "G-taps/s per width and ratio to the best width")
+    parser.add_argument("--only", nargs="+", metavar="TEXT",
+                        help="with --shapes imagenet: only the layers whose name contains one "
+                             "of these strings (e.g. --only 1024 2048)")
     parser.add_argument("--sweep", type=int, nargs=3, default=[1, 64, 32],
                         metavar=("N", "C", "H"), help="layer of the width sweep: batch, "
                         "channels (in = out), input height (3x3 s1 p1; default 1 64 32)")
@@ -303,7 +306,8 @@ def main():
             else:
                 print(f"# ResNet-18/50 ImageNet layers, batch {args.batch[0]}, {threads} thread(s)")
                 rows = [(name, args.batch[0], cin, cout, h, h, k, s, p)
-                        for name, cin, cout, h, k, s, p in IMAGENET_LAYERS]
+                        for name, cin, cout, h, k, s, p in IMAGENET_LAYERS
+                        if not args.only or any(t in name for t in args.only)]
             rate_table(rows, threads, args.repeat, args.cpu_clock)
         print(f"# load average at end {os.getloadavg()[0]:.1f}")
         return

@@ -344,3 +344,63 @@ def test_odd_widths_long_filters(wo, dtype):
                                                           "hardtanh")):
         assert_close(a, b, dtype)
     assert_close(yc, reference.conv2d_forward(x, weight, st, pd), dtype)
+
+
+# The backward's full filter gradient accumulates into (K, Cout)-transposed slot partials
+# (filter_grad_full_tile_t: filters in vector lanes, K >= FGT_MIN_K = 32 taps): filter counts
+# with a remainder beyond whole blocks of 2 vectors (37 = 32 + 5), tap counts with a remainder
+# beyond the 6-tap register block (40 = 6·6 + 4), groups (each group's block transposed, group
+# after group), several images per slot (N = 19 > 16 slots), default and tiny tiles.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("groups", [1, 2])
+def test_long_filters_transposed_partials(groups, dtype, tile_bytes):
+    from addercore import ops
+    from optest import check_compiled_matches_reference
+    rng = np.random.default_rng(40 + groups)
+    cin, cout = 40 * groups, 37 * groups
+    x = rng.standard_normal((19, cin, 5, 3)).astype(dtype)
+    w = rng.standard_normal((cout, cin // groups, 1, 1)).astype(dtype)
+    g = rng.standard_normal((19, cout, 5, 3)).astype(dtype)
+    kw = dict(groups=groups)
+    for fg, ig in [("full", "hardtanh"), ("sign", "sign")]:
+        check_compiled_matches_reference("adder2d_backward", x, w, g, 1, 0, "l1", fg, ig, **kw)
+    check_compiled_matches_reference("conv2d_backward", x, w, g, 1, 0, **kw)
+    outs = []
+    for threads in (1, 2, 3):
+        with num_threads(threads):
+            outs.append([*ops.adder2d_backward(x, w, g, 1, 0, **kw),
+                         *ops.conv2d_backward(x, w, g, 1, 0, **kw)])
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cout, k, groups", [(37, 70, 1), (48, 33, 3), (5, 3, 5), (1, 1, 1)])
+def test_reduce_slots_and_transpose_filters(cout, k, groups, dtype):
+    """The backward's helpers against numpy: the slot sum in slot order (bit for bit the same
+    additions as p[0] + p[1] + ...), undoing the per-group (K, Cout/groups) transposition, and
+    the per-group transpose of the filters; with the validation of their shapes."""
+    from addercore_ext import _adder
+    rng = np.random.default_rng(cout + k)
+    og = cout // groups
+    partial = rng.standard_normal((3, cout, k)).astype(dtype)
+    expected = partial[0] + partial[1] + partial[2]
+    for transposed, want in [(False, expected),
+                             (True, expected.reshape(groups, k, og).transpose(0, 2, 1)
+                              .reshape(cout, k))]:
+        for threads in (1, 2):
+            out = np.full((cout, k), np.nan, dtype)
+            _adder.reduce_slots(partial.copy(), out, groups, transposed, threads)
+            np.testing.assert_array_equal(out, want)
+    w = rng.standard_normal((cout, k)).astype(dtype)
+    wt = np.full((groups * k, og), np.nan, dtype)
+    _adder.transpose_filters(w, wt, groups, 2)
+    np.testing.assert_array_equal(wt.reshape(groups, k, og),
+                                  w.reshape(groups, og, k).transpose(0, 2, 1))
+    with pytest.raises(ValueError, match="partial_grad_weight"):
+        _adder.reduce_slots(partial[:, :, :-1].copy(), out, groups, True, 1)
+    with pytest.raises(ValueError, match="weight_t"):
+        _adder.transpose_filters(w, np.zeros((groups * k + 1, og), dtype), groups, 1)
+    with pytest.raises(ValueError, match="groups"):
+        _adder.reduce_slots(partial, out, cout + 1, True, 1)

@@ -11,7 +11,8 @@ Threads: every call reads :func:`addercore.threads.get_num_threads`; results do 
 
 Memory: each call allocates its outputs (and, for the backward, a (K, Cout) transposed copy of
 the filters, at most 147 KiB in ResNet-20).  Workspaces (per thread: one packed-patch tile
-of K × (a run of output positions) elements, ~128 KiB, and the column planes of one input
+of K × (a run of output positions) elements, ~128 KiB forward and up to ~1 MiB backward
+(TILE_BYTES), and the column planes of one input
 image, ``_adder.source_size``, about kw/sw times the image; for the backward also the planes'
 gradient, the transposed grad_output tile, and the per-slot filter-gradient partial sums of
 ``slots × Cout × K``) are cached per Python thread and dtype and grown on demand, so the hot
@@ -52,9 +53,13 @@ __all__ = [
 #: (and so the result) identical for any number of threads.
 MAX_BACKWARD_SLOTS = 16
 
-#: Bytes of packed patches per tile (a tile is a run of consecutive output positions of one image): the
-#: tile is packed, then consumed while it is still in the core's L2 cache.
-TILE_BYTES = {"forward": 128 * 1024, "backward": 128 * 1024}
+#: Bytes per tile (a tile is a run of consecutive output positions of one image) of what its
+#: kernels keep in the core's L2 cache: forward, the packed patches; backward, the patches,
+#: the grad_output tile and its transpose (see _tile_positions).  The backward's larger
+#: budget (a 1 MiB L2) buys long filters over few positions one tile per image: each tile
+#: streams the filters and the filter-gradient partial once (issue 14 §1; measured in
+#: benchmarks/RESULTS.md, "Kernel speed against output width").
+TILE_BYTES = {"forward": 128 * 1024, "backward": 1024 * 1024}
 
 #: Fewest forward register blocks of positions per tile, whatever TILE_BYTES allows (a tile
 #: streams every filter once; very short tiles of very long filters would make that dominate).
@@ -93,12 +98,19 @@ def _workspace(name, dtype, shape, zero=False):
     return view
 
 
-def _tile_positions(k, itemsize, which):
+def _tile_positions(k, itemsize, which, cout=0):
     """Output positions per packed tile (consecutive, across row ends): as many whole forward
     register blocks as fit TILE_BYTES[which], at least TILE_MIN_BLOCKS.  Independent of the
-    output width, so the kernels' speed per tap is too."""
+    output width, so the kernels' speed per tap is too.
+
+    Forward: the budget is the packed patches (K per position), which every filter block
+    re-reads.  Backward (``cout`` given): the patches plus the grad_output tile and its
+    transpose (K + 2·Cout per position): the backward kernels loop taps outermost, so it is
+    the grad_output tile they re-read, while the patches, the filters and the filter-gradient
+    partial stream through once per tile.  Those streams cost per tile, so long filters
+    want tiles as long as the budget allows (one tile per image at 7x7 / 14x14 maps)."""
     block = _adder.FORWARD_BLOCK_F32 if itemsize == 4 else _adder.FORWARD_BLOCK_F64
-    blocks = TILE_BYTES[which] // max(1, k * itemsize * block)
+    blocks = TILE_BYTES[which] // max(1, (k + 2 * cout) * itemsize * block)
     return int(block * max(TILE_MIN_BLOCKS, blocks))
 
 
@@ -161,7 +173,7 @@ def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", fil
     from the packed patches; ``sign``: ``Σ sgn(D)·G``.  Input gradient ``hardtanh``:
     ``Σ_t clip(-D, -1, 1)·G``; ``sign`` (and ``exact`` for ℓ1): ``Σ_t -sgn(D)·G``; ``exact``
     for ℓ2: ``Σ_t -2·D·G``; gathered into the input positions (padding taps dropped).
-    Allocates the two outputs; uses the cached patch workspace (threads × K·tile, ~128 KiB each),
+    Allocates the two outputs; uses the cached patch workspace (threads × K·tile, < 1 MiB each),
     the transposed filters, the rank-1 term and slot
     partials (slots × Cout × K, slots = min(N, 16)).  The patches are packed once per image
     and shared by both gradients.
@@ -202,24 +214,31 @@ def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode):
     grad_input = np.empty_like(x)
     slots = min(n, MAX_BACKWARD_SLOTS)
     threads = max(1, min(get_num_threads(), slots))
-    tile = _tile_positions(k, x.itemsize, "backward")
+    tile = _tile_positions(k, x.itemsize, "backward", cout)
     cap = _adder.tile_capacity(ho * wo, tile, x.itemsize)
     col = _workspace("col", dtype, (threads, max(k * cap, 1)))
     g_t = _workspace("grad_output_t", dtype, (threads, max(2 * cout * cap, 1)))
     # the column planes and their gradient
     xpad = _workspace("padded_image", dtype, (threads, 2 * _source_size(geo) + _adder.PAD_SLACK))
-    partial = _workspace("partial_grad_weight", dtype, (slots, cout, k), zero=True)
+    # the full filter gradient writes each slot's first tile (zeroing would cost a pass over
+    # slots·Cout·K elements, as much as a small batch's kernels for long filters)
+    partial = _workspace("partial_grad_weight", dtype, (slots, cout, k),
+                         zero=filter_sign or ho * wo == 0)
     partial_sum = _workspace("partial_grad_sum", dtype, (slots, cout), zero=True)
     # each group's filters transposed, group after group: (groups·K, Cout/groups)
     groups, og = geo.groups, geo.cout_group
     w_t = _workspace("weight_t", dtype, (groups, k, og))  # cached: see adder2d_backward
-    np.copyto(w_t, weight.reshape(groups, og, k).transpose(0, 2, 1))
+    _adder.transpose_filters(weight.reshape(cout, k), w_t.reshape(groups * k, og), groups,
+                             threads)
     _adder.adder_backward(
         x, w_t.reshape(groups * k, og), grad_output, grad_input, kh, kw, sh, sw, ph, pw,
         filter_sign, input_mode, tile, col, g_t, xpad, partial, partial_sum, threads,
         groups, *geo.dilation,
     )
-    return grad_input, _sum_slots(partial), _sum_slots(partial_sum)
+    # the full filter gradient's slots hold each group's (K, Cout/groups) block transposed
+    grad_weight = np.empty((cout, k), dtype)
+    _adder.reduce_slots(partial, grad_weight, groups, not filter_sign, threads)
+    return grad_input, grad_weight, _sum_slots(partial_sum)
 
 
 def _sum_slots(partial):
