@@ -17,13 +17,18 @@ import time
 
 def _parser():
     parser = argparse.ArgumentParser(
-        prog="addercore", description="addercore: AdderNet on CPUs (golden test vectors).")
+        prog="addercore", description="addercore: AdderNet on CPUs (op table, golden test "
+                                      "vectors, integer quantisation).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     sub.add_parser("ops", help="print the op table (which ops run compiled kernels)",
                    description="One line per public op of addercore.ops: its family, its "
                                "compiled kernel (or why there is none), what compiled and "
                                "reference agree on, its golden kind, and what runs now.")
+    # listed for --help only: main() hands "quantize ..." to addercore.quant.cli before parsing
+    sub.add_parser("quantize", add_help=False,
+                   help="quantise a trained ResNet-20 for integer inference "
+                        "(addercore quantize --help)")
     golden = sub.add_parser("golden", help="golden test vectors for other implementations",
                             description="Generate or verify golden test vectors "
                                         "(format: docs/golden-format.md).")

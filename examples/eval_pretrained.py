@@ -41,6 +41,16 @@ def _progress_text(done, total, t0, correct1):
             f"{rate:7.1f} img/s  top-1 {100.0 * correct1 / max(done, 1):6.2f}%")
 
 
+def _is_integer_model(path):
+    """True when ``path`` is an integer AdderNet file (its metadata carries the format tag)."""
+    from addercore.quant.model import FORMAT
+
+    try:
+        return aio.load(path)[1].get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
 def load_checkpoint(path):
     """The authors' state dict from a PyTorch file, ``module.`` prefix stripped.
 
@@ -51,6 +61,9 @@ def load_checkpoint(path):
         raise FileNotFoundError(f"checkpoint {path} not found" if not path.exists()
                                 else f"checkpoint {path} is not a file")
     if path.suffix == ".npz":
+        if _is_integer_model(path):
+            raise ValueError(f"{path} is a quantised integer model (addercore quantize): "
+                             f"evaluate it with --quantized {path}")
         raise ValueError(f"{path} is an addercore .npz checkpoint, not a PyTorch .pth file: "
                          f"evaluate it with: python examples/train_cifar.py --eval-only {path} "
                          f"(plus the --model/--kind it was trained with)")
@@ -107,7 +120,9 @@ def build_parser():
         description=__doc__.splitlines()[0],
         epilog="Exit status: 0 done, 2 usage or input error (bad option, missing or wrong "
                "file, data not found), 130 interrupted.")
-    parser.add_argument("checkpoint", help="PyTorch checkpoint (e.g. ResNet20-AdderNet.pth)")
+    parser.add_argument("checkpoint", nargs="?", default=None,
+                        help="PyTorch checkpoint (e.g. ResNet20-AdderNet.pth); not needed with "
+                             "--quantized FILE")
     _cli.add_data_args(parser)
     parser.add_argument("--limit", type=_cli.positive_int, default=None, metavar="N",
                         help="only the first N test images (default: all 10,000)")
@@ -122,7 +137,12 @@ def build_parser():
 
 def run(argv=None):
     """Parse ``argv``, evaluate, print the result line; return the result dict (errors raise)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.checkpoint is None and args.quantized is None:
+        parser.error("the CHECKPOINT argument is required (or --quantized FILE)")
+    if args.checkpoint is not None and args.quantized is not None:
+        parser.error("give either CHECKPOINT or --quantized FILE, not both")
     if args.threads is not None:
         addercore.set_num_threads(args.threads)
     if args.bits is not None or args.quantized is not None:

@@ -30,16 +30,29 @@ def test_quantize_then_eval(tmp_path, capsys):
     q = load(out)
     assert q.bits == 6 and q.graph["scheme"] == "shared"
     assert q.arrays["layer1.0.conv1.filters"].dtype == np.uint8
-    # refuses to overwrite without --overwrite
+    capsys.readouterr()
+    # refuses to overwrite without --overwrite, before calibrating, in the CLI's words
+    before = out.read_bytes()
     assert addercore_main(["quantize", CKPT, "--data-dir", CIFAR, "--out", str(out),
                            "--calib-images", "16"]) == 2
-    assert "exists" in capsys.readouterr().err
-    res = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "eval_pretrained.py"),
-                          CKPT, "--data-dir", CIFAR, "--quantized", str(out), "--limit", "40"],
-                         capture_output=True, text=True, cwd=ROOT,
-                         env=dict(os.environ, PYTHONPATH=os.path.abspath(ROOT)))
+    cap = capsys.readouterr()
+    assert "exists; add --overwrite" in cap.err and "calibrating" not in cap.out
+    assert out.read_bytes() == before
+    # an --out folder that does not exist: refused up front
+    assert addercore_main(["quantize", CKPT, "--data-dir", CIFAR, "--out",
+                           str(tmp_path / "no" / "m.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    script = os.path.join(ROOT, "examples", "eval_pretrained.py")
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(ROOT))
+    res = subprocess.run([sys.executable, script, "--data-dir", CIFAR, "--quantized", str(out),
+                          "--limit", "40"], capture_output=True, text=True, cwd=ROOT, env=env)
     assert res.returncode == 0, res.stderr
     assert LINE.match(res.stdout.strip().splitlines()[-1]), res.stdout
+    # the integer file given where a float checkpoint goes: told to use --quantized
+    res = subprocess.run([sys.executable, script, str(out), "--data-dir", CIFAR, "--limit", "40"],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert res.returncode == 2 and f"--quantized {out}" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
 
 
 @needs_data

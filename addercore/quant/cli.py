@@ -12,6 +12,7 @@ only ever evaluated.
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -32,30 +33,32 @@ def load_float_model(checkpoint):
     return model
 
 
-def calibration_images(data_dir, count=512, seed=0):
+def calibration_images(data_dir, count=512, seed=0, download=False):
     """``count`` CIFAR-10 training images chosen without replacement with ``seed``, normalised
-    (float32, (count, 3, 32, 32))."""
+    (float32, (count, 3, 32, 32)). ``download`` as in :func:`addercore.data.load_cifar10`."""
     from ..data.cifar import load_cifar10
     from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD, normalize
 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"calibration image count must be a positive int, got {count!r}")
-    images, _ = load_cifar10(data_dir, train=True, download=False, progress=False)
+    images, _ = load_cifar10(data_dir, train=True, download=download, progress=False)
     pick = np.random.default_rng(seed).choice(len(images), size=min(count, len(images)),
                                               replace=False)
     return normalize(images[np.sort(pick)], CIFAR10_MEAN, CIFAR10_STD)
 
 
-def evaluate_quantized(qmodel, data_dir, limit=None, batch_size=250, progress=sys.stderr):
+def evaluate_quantized(qmodel, data_dir, limit=None, batch_size=250, progress=sys.stderr,
+                       download=False):
     """Top-1/top-5 of a :class:`~addercore.quant.QuantizedModel` on the first ``limit``
-    (default all) CIFAR-10 test images; the dict of examples/eval_pretrained.evaluate."""
+    (default all) CIFAR-10 test images; the dict of examples/eval_pretrained.evaluate.
+    ``download`` as in :func:`addercore.data.load_cifar10`."""
     from .. import backend, get_num_threads
     from ..data.cifar import load_cifar10
     from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD, normalize
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    images, labels = load_cifar10(data_dir, train=False, download=False, progress=False)
+    images, labels = load_cifar10(data_dir, train=False, download=download, progress=False)
     if limit is not None:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
@@ -115,15 +118,19 @@ def add_eval_arguments(parser):
                         help="quantise the checkpoint to this many bits (2..16) and evaluate "
                              "the integer model")
     parser.add_argument("--quantized", metavar="FILE", default=None,
-                        help="evaluate a saved quantised model (CHECKPOINT is then ignored)")
+                        help="evaluate a saved quantised model (instead of a CHECKPOINT)")
     _add_quant_options(parser)
 
 
 def _quantize_from_args(args, progress=sys.stderr):
+    from .._cli import download_mode
     from .calibrate import quantize
 
     model = load_float_model(args.checkpoint)
-    calib = calibration_images(args.data_dir, args.calib_images, args.seed)
+    calib = calibration_images(args.data_dir, args.calib_images, args.seed, download_mode(args))
+    if progress is not None:  # calibration takes about a minute on 2 cores: say so first
+        progress.write(f"calibrating {args.bits}-bit codes on {len(calib)} training images...\n")
+        progress.flush()
     t0 = time.perf_counter()
     q = quantize(model, calib, bits=args.bits, scheme=args.scheme, groups=args.groups,
                  act_percentile=args.act_percentile, glue=args.glue)
@@ -139,15 +146,19 @@ def evaluate_args(args):
     """examples/eval_pretrained.py with --bits or --quantized: the evaluate() result dict."""
     from .fileformat import load
 
+    from .._cli import download_mode
+
     if args.quantized is not None:
         q = load(args.quantized)
     else:
         q = _quantize_from_args(args)
-    return evaluate_quantized(q, args.data_dir, args.limit, args.batch_size)
+    return evaluate_quantized(q, args.data_dir, args.limit, args.batch_size,
+                              download=download_mode(args))
 
 
 def main(argv=None):
     """``python -m addercore quantize ...``; returns the exit status (0 ok, 2 errors)."""
+    from .._cli import add_data_args
     from .fileformat import save
 
     parser = argparse.ArgumentParser(
@@ -155,19 +166,28 @@ def main(argv=None):
         description="Quantise a trained ResNet-20 ℓ1 AdderNet for integer inference "
                     "(format: docs/integer-format.md).")
     parser.add_argument("checkpoint", metavar="CHECKPOINT")
-    parser.add_argument("--data-dir", required=True,
-                        help="CIFAR-10 (its training images are the calibration set)")
+    add_data_args(parser, "CIFAR-10 (its training images are the calibration set)")
     parser.add_argument("--out", required=True, help="output .npz (not overwritten unless "
                                                      "--overwrite)")
     parser.add_argument("--bits", type=int, default=8, help="code width, 2..16 (default 8)")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file")
     _add_quant_options(parser)
     args = parser.parse_args(argv)
+    out = Path(args.out)
     try:
+        # refuse before a minute of calibration, in the command line's words
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a directory; give a file name, e.g. "
+                             f"{out / 'model_int8.npz'}")
+        if not out.parent.is_dir():
+            raise FileNotFoundError(f"--out {out}: the folder {out.parent} does not exist")
+        if out.exists() and not args.overwrite:
+            raise FileExistsError(f"--out {out} exists; add --overwrite to replace it")
         q = _quantize_from_args(args, progress=sys.stdout)
-        save(args.out, q, overwrite=args.overwrite)
+        save(out, q, overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
-        print(f"addercore quantize: error: {exc}", file=sys.stderr)
+        print(f"addercore quantize: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
