@@ -13,6 +13,7 @@ Private module: the scripts' shared plumbing, not part of the library API.
 """
 import argparse
 import sys
+import time
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -76,6 +77,17 @@ def download_mode(args):
     if args.no_download:
         return False
     return "root" if args.download else True
+
+
+def eval_progress_text(done, total, t0, correct1):
+    """The evaluation progress line: a bar, ``done/total``, images/s since ``t0``
+    (``time.perf_counter()``) and the running top-1."""
+    width = 30
+    filled = int(width * done / max(total, 1))
+    elapsed = time.perf_counter() - t0
+    rate = done / elapsed if elapsed > 0 else 0.0
+    return (f"[{'#' * filled}{'.' * (width - filled)}] {done:5d}/{total} "
+            f"{rate:7.1f} img/s  top-1 {100.0 * correct1 / max(done, 1):6.2f}%")
 
 
 class Progress:

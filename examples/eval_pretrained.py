@@ -32,15 +32,6 @@ from addercore.models import resnet20
 from addercore.quant import cli as quant_cli
 
 
-def _progress_text(done, total, t0, correct1):
-    width = 30
-    filled = int(width * done / max(total, 1))
-    elapsed = time.perf_counter() - t0
-    rate = done / elapsed if elapsed > 0 else 0.0
-    return (f"[{'#' * filled}{'.' * (width - filled)}] {done:5d}/{total} "
-            f"{rate:7.1f} img/s  top-1 {100.0 * correct1 / max(done, 1):6.2f}%")
-
-
 def _is_integer_model(path):
     """True when ``path`` is an integer AdderNet file (its metadata carries the format tag)."""
     from addercore.quant.model import FORMAT
@@ -106,7 +97,7 @@ def evaluate(checkpoint, data_dir=None, limit=None, batch_size=100, dtype=np.flo
             correct5 += int(np.sum(np.any(top5 == y[:, None], axis=1)))
             if bar is not None:
                 done = min(start + batch_size, total)
-                bar.update(done, _progress_text(done, total, t0, correct1))
+                bar.update(done, _cli.eval_progress_text(done, total, t0, correct1))
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()

@@ -224,6 +224,15 @@ def test_file_round_trip_and_tamper(tmp_path):
     for name, fn in cases.items():
         with pytest.raises(ValueError, match=name):
             load(edited(name, fn))
+    # the message names only the side that is wrong
+    with pytest.raises(ValueError, match=r"arrays missing \['head.weight'\]$"):
+        load(edited("missing2.npz", lambda a, g: a.pop("head.weight")))
+    # an integer file where float weights are expected: pointed to --quantized
+    from addercore.models import resnet20
+    from addercore.train import load_weights
+
+    with pytest.raises(ValueError, match="--quantized"):
+        load_weights(resnet20(10), path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ def evaluate_quantized(qmodel, data_dir, limit=None, batch_size=250, progress=sy
     (default all) CIFAR-10 test images; the dict of examples/eval_pretrained.evaluate.
     ``download`` as in :func:`addercore.data.load_cifar10`."""
     from .. import backend, get_num_threads
+    from .._cli import Progress, eval_progress_text
     from ..data.cifar import load_cifar10
     from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD, normalize
 
@@ -65,6 +66,7 @@ def evaluate_quantized(qmodel, data_dir, limit=None, batch_size=250, progress=sy
         images, labels = images[:limit], labels[:limit]
     total = len(labels)
     correct1 = correct5 = 0
+    bar = Progress(total, progress) if progress is not None else None
     t0 = time.perf_counter()
     for start in range(0, total, batch_size):
         x = normalize(images[start:start + batch_size], CIFAR10_MEAN, CIFAR10_STD)
@@ -72,13 +74,12 @@ def evaluate_quantized(qmodel, data_dir, limit=None, batch_size=250, progress=sy
         top5 = np.argsort(-qmodel(x), axis=1, kind="stable")[:, :5]
         correct1 += int(np.sum(top5[:, 0] == y))
         correct5 += int(np.sum(np.any(top5 == y[:, None], axis=1)))
-        if progress is not None:
+        if bar is not None:
             done = min(start + batch_size, total)
-            progress.write(f"\r{done:5d}/{total}  top-1 {100.0 * correct1 / done:6.2f}%")
-            progress.flush()
+            bar.update(done, eval_progress_text(done, total, t0, correct1))
     seconds = time.perf_counter() - t0
-    if progress is not None:
-        progress.write("\n")
+    if bar is not None:
+        bar.close()
     return {"images": total, "top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total,
             "seconds": seconds, "images_per_s": total / seconds,
             "backend": f"{backend()}+int-{qmodel.bits}bit", "threads": get_num_threads()}

@@ -197,7 +197,9 @@ def load(path):
         missing = sorted(set(exp) - set(arrays))
         extra = sorted(set(arrays) - set(exp))
         if missing or extra:
-            raise ValueError(f"arrays missing {missing[:5]} / unexpected {extra[:5]}")
+            parts = ([f"missing {missing[:5]}"] if missing else []) + \
+                ([f"unexpected {extra[:5]}"] if extra else [])
+            raise ValueError(f"arrays {' and '.join(parts)}")
         for name, (shape, dtype) in exp.items():
             a = arrays[name]
             if a.shape != tuple(shape) or a.dtype != dtype:

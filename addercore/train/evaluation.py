@@ -56,6 +56,12 @@ def load_weights(model, path):
     arrays, meta = aio.load(path)
     state = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
     if not state:
+        from ..quant.model import FORMAT as INTEGER_FORMAT
+
+        if meta.get("format") == INTEGER_FORMAT:
+            raise ValueError(f"{path} is a quantised integer model (addercore quantize), not "
+                             f"float weights: evaluate it with examples/eval_pretrained.py "
+                             f"--quantized {path}")
         raise ValueError(f"{path}: no model weights (no 'model.*' arrays)")
     model.load_state_dict(state, strict=True)
     return meta
