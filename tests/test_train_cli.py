@@ -75,15 +75,22 @@ def test_numpy_backend_is_an_error_unless_asked_for(tmp_path, monkeypatch, capsy
     assert cli.main(argv) == 1
 
 
+def _weights_file(path, kind):
+    """A randomly initialised ResNet-20 of ``kind`` saved as addercore weights (the format
+    --eval-only reads) with its recorded configuration -> (path, model)."""
+    from addercore.models import resnet20
+
+    model = resnet20(kind=kind, rng=np.random.default_rng(0))
+    aio.save(path, {f"model.{k}": v for k, v in model.state_dict().items()},
+             {"format": "addercore-weights", "config": TrainConfig(kind=kind).as_dict()})
+    return path, model
+
+
 def test_eval_only_uses_the_checkpoints_recorded_kind(tmp_path):
     from addercore.models import resnet20
 
     data = shared_data_path("cifar-10-batches-py")
-    ckpt = tmp_path / "cnn.npz"
-    model = resnet20(kind="cnn", rng=np.random.default_rng(0))
-    cfg = TrainConfig(kind="cnn").as_dict()
-    aio.save(ckpt, {f"model.{k}": v for k, v in model.state_dict().items()},
-             {"format": "addercore-weights", "config": cfg})
+    ckpt, _ = _weights_file(tmp_path / "cnn.npz", "cnn")
     base = [sys.executable, str(CLI), "--data-dir", str(data), "--no-download", "--test-subset",
             "20", "--threads", "1", "--eval-only", str(ckpt)]
     r = subprocess.run(base, capture_output=True, text=True, timeout=300)
@@ -104,11 +111,7 @@ def test_eval_only_with_precise_bn_reports_both_accuracies(tmp_path):
     from addercore.train import evaluate, precise_bn_batches
 
     data = shared_data_path("cifar-10-batches-py")
-    ckpt = tmp_path / "adder.npz"
-    model = resnet20(kind="adder", rng=np.random.default_rng(0))
-    cfg = TrainConfig(kind="adder").as_dict()
-    aio.save(ckpt, {f"model.{k}": v for k, v in model.state_dict().items()},
-             {"format": "addercore-weights", "config": cfg})
+    ckpt, model = _weights_file(tmp_path / "adder.npz", "adder")
     r = subprocess.run([sys.executable, str(CLI), "--data-dir", str(data), "--no-download",
                         "--train-subset", "64", "--test-subset", "50", "--threads", "1",
                         "--eval-only", str(ckpt), "--precise-bn", "40", "--seed", "3"],
