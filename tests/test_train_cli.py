@@ -87,8 +87,6 @@ def _weights_file(path, kind):
 
 
 def test_eval_only_uses_the_checkpoints_recorded_kind(tmp_path):
-    from addercore.models import resnet20
-
     data = shared_data_path("cifar-10-batches-py")
     ckpt, _ = _weights_file(tmp_path / "cnn.npz", "cnn")
     base = [sys.executable, str(CLI), "--data-dir", str(data), "--no-download", "--test-subset",
@@ -106,7 +104,6 @@ def test_eval_only_with_precise_bn_reports_both_accuracies(tmp_path):
     # --eval-only --precise-bn N: the checkpoint's accuracy, then the accuracy with BatchNorm
     # statistics re-estimated on N training images (the same choice the training loop makes)
     from addercore.data import load_cifar10
-    from addercore.models import resnet20
     from addercore.nn import recalibrate_batchnorm
     from addercore.train import evaluate, precise_bn_batches
 
