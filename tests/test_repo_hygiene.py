@@ -25,7 +25,7 @@ def test_no_tracked_file_is_ignored():
 def test_outputs_of_the_readme_commands_are_ignored():
     paths = ["golden_out/manifest.json", "runs/cifar/checkpoint.npz",
              "examples/runs/cifar/metrics.csv", "docs/results/some_run/best.npz",
-             "addercore_ext/_adder.cpython-311-x86_64-linux-gnu.so"]
+             "addercore_ext/_adder.cpython-311-x86_64-linux-gnu.so", "model_int8.npz"]
     r = _git("check-ignore", "--no-index", *paths)
     assert sorted(r.stdout.split()) == sorted(paths), r.stdout + r.stderr
     kept = ["docs/results/some_run/checkpoint.npz", "examples/train_cifar.py"]
