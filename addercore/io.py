@@ -734,6 +734,13 @@ def atomic_write_bytes(path, data):
         f.write(data)
 
 
+def save_figure_png(fig, path, dpi=100):
+    """Write a matplotlib figure ``fig`` to ``path`` as PNG at ``dpi``, atomically (an
+    interrupted plot never leaves a truncated image behind); errors as :func:`atomic_open`."""
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
+
+
 # --------------------------------------------------------------------------------------------
 # addercore .npz checkpoints
 # --------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 from addercore import ops  # noqa: E402
-from addercore.io import atomic_open, atomic_write_bytes  # noqa: E402
+from addercore.io import atomic_open, save_figure_png  # noqa: E402
 
 GRADIENTS = ("sign", "full")
 
@@ -102,10 +102,10 @@ def plot(results, lr, path):
     ax.legend(fontsize=7, ncol=2)
     ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    try:
+        save_figure_png(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
     return True
 
 

@@ -75,6 +75,8 @@ def plot_curves(path, history, title):
         a.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        aio.save_figure_png(fig, path, dpi=100)  # atomic: an interrupted run keeps its last plot
+    finally:
+        plt.close(fig)
     return path

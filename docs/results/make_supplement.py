@@ -22,7 +22,6 @@ is this script's output) with the test accuracy per epoch of every run (train ac
 dotted), unfinished runs drawn as far as they got (dashed, last point marked). Needs matplotlib for the figure only.
 """
 import argparse
-import io
 import json
 import re
 import sys
@@ -147,7 +146,7 @@ def figure(runs, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    from addercore.io import atomic_write_bytes
+    from addercore.io import save_figure_png
     fig, ax = plt.subplots(figsize=(7, 5.2))
     colours = ["tab:blue", "tab:green", "tab:orange", "tab:red"]
     planned = max(r["planned"] for r in runs)
@@ -176,10 +175,10 @@ def figure(runs, path):
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    try:
+        save_figure_png(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
     return True
 
 
