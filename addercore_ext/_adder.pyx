@@ -34,6 +34,11 @@ cimport openmp
 from cython cimport floating
 
 
+cdef extern from "adder_transpose.h" nogil:
+    void transpose_f32(const float *src, long lds, int rows, int cols, float *dst, long ldd)
+    void transpose_f64(const double *src, long lds, int rows, int cols, double *dst, long ldd)
+
+
 cdef extern from "adder_kernels.h" nogil:
     void pack_patches_f32(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw,
                           int ph, int pw, int dh, int dw, long p_lo, long p_hi, int Wo, float *col,
@@ -498,22 +503,11 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
 
 cdef inline void _transpose_rows(const floating *src, long lds, int rows, int cols,
                                  floating *dst, long ldd) noexcept nogil:
-    """dst[c, r] = src[r, c] for r < rows, c < cols, through 16 × 16 tiles in a local buffer:
-    each tile reads 16 source runs and writes 16 destination runs, each once and whole.  (A
-    direct column walk over rows of power-of-two length, e.g. 2048 floats, hits one cache set
-    per column and misses on every element.)"""
-    cdef floating buf[256]
-    cdef int r0, c0, r, c, nr, nc
-    for c0 in range(0, cols, 16):
-        nc = min(16, cols - c0)
-        for r0 in range(0, rows, 16):
-            nr = min(16, rows - r0)
-            for r in range(nr):
-                for c in range(nc):
-                    buf[c * 16 + r] = src[<long>(r0 + r) * lds + c0 + c]
-            for c in range(nc):
-                for r in range(nr):
-                    dst[<long>(c0 + c) * ldd + r0 + r] = buf[c * 16 + r]
+    """dst[c, r] = src[r, c] for r < rows, c < cols: register-blocked (adder_transpose.h)."""
+    if floating is float:
+        transpose_f32(src, lds, rows, cols, dst, ldd)
+    else:
+        transpose_f64(src, lds, rows, cols, dst, ldd)
 
 
 cdef enum:
@@ -550,28 +544,48 @@ def transpose_filters(const floating[:, ::1] weight, floating[:, ::1] weight_t, 
 
 
 def reduce_slots(floating[:, :, ::1] partial_grad_weight, floating[:, ::1] grad_weight,
-                 int groups, bint transposed, int num_threads):
+                 int groups, bint transposed, int num_threads,
+                 const floating[:, ::1] weight=None, const floating[::1] grad_sum=None,
+                 double scale=1.0):
     """grad_weight (Cout, K) = Σ_s partial_grad_weight[s], summed in slot order (s = 0, 1, ...:
     the same additions as ``p[0].copy(); p[0] += p[s]...``, so the result does not depend on
     the thread count).  ``transposed``: each slot holds the layout adder_backward gives the
     full filter gradient, each group's (K, Cout/groups) block transposed, group after group;
     it is summed in that layout (contiguous) and transposed back chunk by chunk.
-    partial_grad_weight[0] is overwritten (with the running sum)."""
+    partial_grad_weight[0] is overwritten (with the running sum).
+
+    With ``weight`` (Cout, K) and ``grad_sum`` (Cout,) (``transposed`` only): the full filter
+    gradient's rank-1 term applied to each chunk while it is in cache,
+    ``grad_weight = (Σ_s partial - weight·grad_sum[:, None])·scale`` with the product rounded
+    before the subtraction (the same operations as numpy's ``gw -= w * s[:, None]; gw *=
+    scale``; scale 2 for ℓ2, method §4.1), instead of three more passes over Cout·K."""
     cdef int S = partial_grad_weight.shape[0], Cout = grad_weight.shape[0]
     cdef int K = grad_weight.shape[1]
-    cdef int Og, nk, nb, b, g, k0, rows, s
+    cdef int Og, nk, nb, b, g, k0, rows, s, t, r
     cdef long e, off, n, total
     cdef floating *p0
     cdef floating *gw
     cdef const floating *ps
+    cdef const floating *wp = NULL
+    cdef const floating *gsp = NULL
+    cdef floating prod, fscale = <floating>scale
     if groups < 1 or Cout % groups != 0 or num_threads < 1:
         raise ValueError(f"groups must divide Cout={Cout} and num_threads be >= 1, got "
                          f"{groups}, {num_threads}")
     if (S < 1 or partial_grad_weight.shape[1] != Cout or partial_grad_weight.shape[2] != K):
         raise ValueError(f"partial_grad_weight must be (S >= 1, Cout={Cout}, K={K}), got "
                          f"({S}, {partial_grad_weight.shape[1]}, {partial_grad_weight.shape[2]})")
+    if (weight is None) != (grad_sum is None) or (weight is not None and not transposed):
+        raise ValueError("weight and grad_sum go together, and only with transposed=True")
+    if weight is not None:
+        if weight.shape[0] != Cout or weight.shape[1] != K or grad_sum.shape[0] != Cout:
+            raise ValueError(f"weight must be (Cout={Cout}, K={K}) and grad_sum (Cout={Cout},), "
+                             f"got ({weight.shape[0]}, {weight.shape[1]}) and ({grad_sum.shape[0]},)")
     if Cout == 0 or K == 0:
         return
+    if weight is not None:
+        wp = &weight[0, 0]
+        gsp = &grad_sum[0]
     Og = Cout // groups
     total = <long>Cout * K
     p0 = &partial_grad_weight[0, 0, 0]
@@ -601,6 +615,12 @@ def reduce_slots(floating[:, :, ::1] partial_grad_weight, floating[:, ::1] grad_
                     p0[off + e] = p0[off + e] + ps[e]
             if transposed:
                 _transpose_rows(p0 + off, Og, rows, Og, &grad_weight[g * Og, k0], K)
+                if wp != NULL:  # the rank-1 term on the block just written (in L1/L2)
+                    for t in range(g * Og, (g + 1) * Og):
+                        gw = &grad_weight[t, k0]
+                        for r in range(rows):
+                            prod = wp[<long>t * K + k0 + r] * gsp[t]
+                            gw[r] = (gw[r] - prod) * fscale
             else:
                 gw = &grad_weight[k0, 0]
                 for e in range(n):

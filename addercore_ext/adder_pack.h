@@ -249,14 +249,30 @@ static void FN(fold_planes_add)(const T_ACC *restrict ds, int C, int H, int W, i
             const long off = (long)j * dw - pw;
             for (int f = 0; f < sh; f++) {
                 const T_ACC *d = ds + (((long)c * kw + j) * sh + f) * plane;
-                for (long q = 0; q < Qh; q++, d += Wo) {
-                    const long xh = q * sh + f - ph;
-                    if (xh < 0 || xh >= H) continue;
-                    T_ACC *grow = gc + xh * W;
+                /* the plane rows q whose image row q·sh + f - ph lies inside [0, H) */
+                const long q_lo = ph > f ? (ph - f + sh - 1) / sh : 0;
+                long q_hi = H + ph - f > 0 ? (H + ph - f + sh - 1) / sh : 0;
+                if (q_hi > Qh) q_hi = Qh;
+                if (q_lo >= q_hi) continue;
+                T_ACC *g0 = gc + (q_lo * sh + f - ph) * W + off;
+                const long gstep = (long)sh * W;
+                if (w_hi - w_lo < 4) {
+                    /* narrow planes column by column: a row loop's set-up would cost more
+                     * than its one to three elements (each gx element gets at most one term
+                     * per (c, j, f), so the order of the terms it gets is unchanged) */
+                    for (int w = w_lo; w < w_hi; w++) {
+                        const T_ACC *dq = d + q_lo * Wo + w;
+                        T_ACC *gq = g0 + (long)w * sw;
+                        for (long q = q_lo; q < q_hi; q++, dq += Wo, gq += gstep) *gq += *dq;
+                    }
+                    continue;
+                }
+                d += q_lo * Wo;
+                for (long q = q_lo; q < q_hi; q++, d += Wo, g0 += gstep) {
                     if (sw == 1) {
-                        for (int w = w_lo; w < w_hi; w++) grow[w + off] += d[w];
+                        for (int w = w_lo; w < w_hi; w++) g0[w] += d[w];
                     } else {
-                        for (int w = w_lo; w < w_hi; w++) grow[(long)w * sw + off] += d[w];
+                        for (int w = w_lo; w < w_hi; w++) g0[(long)w * sw] += d[w];
                     }
                 }
             }

@@ -205,32 +205,46 @@ def _rate_fns(x, w, g, s, p):
 
 def rate_table(rows, threads, repeat, cpu_clock):
     """G-taps/s of every (op, dtype, direction) for each row (label, N, Cin, Cout, H, W, k, s, p),
-    then each rate's ratio to the best of its column.  Minimum time over ``repeat`` runs."""
+    then each rate's ratio to the best of its column.
+
+    Timing is **interleaved**: ``repeat`` rounds, each of which visits every row and call once
+    (a warm-up call, then the better of two timed calls) and each figure is the best over the
+    rounds.  A machine whose speed drifts over minutes (a shared VM; benchmarks/RESULTS.md,
+    "Kernel speed against output width") then slows one round of every row, not every repeat
+    of a run of consecutive rows, so the ratios between rows measure the kernels."""
     clock = time.thread_time if (cpu_clock and threads == 1) else time.perf_counter
     rng = np.random.default_rng(0)
-    rates = []
+    cases = []  # (label, taps, {(op, dt, d): fn})
+    for label, n, cin, cout, h, w_in, k, s, p in rows:
+        ho, wo = (h + 2 * p - k) // s + 1, (w_in + 2 * p - k) // s + 1
+        fns = {}
+        for dt, dtype in (("f32", np.float32), ("f64", np.float64)):
+            x = rng.standard_normal((n, cin, h, w_in)).astype(dtype)
+            w = rng.standard_normal((cout, cin, k, k)).astype(dtype)
+            g = rng.standard_normal((n, cout, ho, wo)).astype(dtype)
+            for (op, d), fn in _rate_fns(x, w, g, s, p).items():
+                fns[(op, dt, d)] = fn
+        cases.append((label, n * cout * ho * wo * cin * k * k, fns))
+    best_s = [{c: float("inf") for c in RATE_COLUMNS} for _ in cases]
     with num_threads(threads):
-        for label, n, cin, cout, h, w_in, k, s, p in rows:
-            ho, wo = (h + 2 * p - k) // s + 1, (w_in + 2 * p - k) // s + 1
-            taps = n * cout * ho * wo * cin * k * k
-            row = {}
-            for dt, dtype in (("f32", np.float32), ("f64", np.float64)):
-                x = rng.standard_normal((n, cin, h, w_in)).astype(dtype)
-                w = rng.standard_normal((cout, cin, k, k)).astype(dtype)
-                g = rng.standard_normal((n, cout, ho, wo)).astype(dtype)
-                for (op, d), fn in _rate_fns(x, w, g, s, p).items():
-                    fn()  # warm-up: workspaces
-                    best = float("inf")
-                    for _ in range(repeat):
+        for rnd in range(repeat):
+            for (label, taps, fns), row_best in zip(cases, best_s):
+                for c in RATE_COLUMNS:
+                    fns[c]()  # warm-up: workspaces, caches
+                    for _ in range(2):
                         t0 = clock()
-                        fn()
-                        best = min(best, clock() - t0)
-                    row[(op, dt, d)] = taps / best / 1e9
-            rates.append((label, row))
-            print(f"  {label:24} " + " ".join(f"{row[c]:6.2f}" for c in RATE_COLUMNS), flush=True)
+                        fns[c]()
+                        row_best[c] = min(row_best[c], clock() - t0)
+                if rnd == repeat - 1:
+                    print(f"  {label:24} " + " ".join(f"{taps / row_best[c] / 1e9:6.2f}"
+                                                       for c in RATE_COLUMNS), flush=True)
+            if rnd < repeat - 1:
+                print(f"  round {rnd + 1}/{repeat} done", flush=True)
+    rates = [(label, {c: taps / b[c] / 1e9 for c in RATE_COLUMNS})
+             for (label, taps, _), b in zip(cases, best_s)]
     best = {c: max(r[c] for _, r in rates) for c in RATE_COLUMNS}
     names = " ".join(f"{op[:3]}{dt[1:]}{d[0]}".rjust(6) for op, dt, d in RATE_COLUMNS)
-    print(f"# G-taps/s (best of {repeat}), then ratio best/this per column "
+    print(f"# G-taps/s (best of {repeat} interleaved rounds), then ratio best/this per column "
           f"(ad=adder l1, con=conv; 32/64 = float32/64; f/b = forward/backward)")
     print(f"  {'shape':24} {names} | {names}")
     for label, r in rates:
@@ -274,7 +288,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="repetitions (with --widths / --shapes imagenet: interleaved "
+                             "rounds over all rows; each figure is the best)")
     parser.add_argument("--layer", type=int, nargs="*", help="indices into the layer list")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--cpu-clock", action="store_true",
@@ -287,9 +303,11 @@ def main():
     parser.add_argument("--only", nargs="+", metavar="TEXT",
                         help="with --shapes imagenet: only the layers whose name contains one "
                              "of these strings (e.g. --only 1024 2048)")
-    parser.add_argument("--sweep", type=int, nargs=3, default=[1, 64, 32],
+    parser.add_argument("--sweep", type=int, nargs=3, default=[8, 64, 32],
                         metavar=("N", "C", "H"), help="layer of the width sweep: batch, "
-                        "channels (in = out), input height (3x3 s1 p1; default 1 64 32)")
+                        "channels (in = out), input height (3x3 s1 p1; default 8 64 32, the "
+                        "batch of issue 14's report; 1 64 32 makes 1-M-tap calls at width 1, "
+                        "where per-call costs show)")
     args = parser.parse_args()
     if args.layer:
         _SELECTED = [LAYERS[i][0] for i in args.layer]

@@ -376,7 +376,8 @@ def test_long_filters_transposed_partials(groups, dtype, tile_bytes):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("cout, k, groups", [(37, 70, 1), (48, 33, 3), (5, 3, 5), (1, 1, 1)])
+@pytest.mark.parametrize("cout, k, groups", [(37, 70, 1), (48, 33, 3), (5, 3, 5), (1, 1, 1),
+                                             (130, 19, 1), (64, 576, 2), (24, 8, 1)])
 def test_reduce_slots_and_transpose_filters(cout, k, groups, dtype):
     """The backward's helpers against numpy: the slot sum in slot order (bit for bit the same
     additions as p[0] + p[1] + ...), undoing the per-group (K, Cout/groups) transposition, and
@@ -404,3 +405,33 @@ def test_reduce_slots_and_transpose_filters(cout, k, groups, dtype):
         _adder.transpose_filters(w, np.zeros((groups * k + 1, og), dtype), groups, 1)
     with pytest.raises(ValueError, match="groups"):
         _adder.reduce_slots(partial, out, cout + 1, True, 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cout, k, groups", [(37, 70, 1), (48, 33, 3), (130, 19, 2)])
+def test_reduce_slots_rank1_term(cout, k, groups, dtype):
+    """The full filter gradient's rank-1 term fused into reduce_slots equals numpy's separate
+    passes bit for bit: (Σ_s p[s] transposed back - F·ΣG)·scale, product rounded first."""
+    from addercore_ext import _adder
+    rng = np.random.default_rng(cout * k)
+    og = cout // groups
+    partial = rng.standard_normal((3, cout, k)).astype(dtype)
+    weight = rng.standard_normal((cout, k)).astype(dtype)
+    grad_sum = rng.standard_normal(cout).astype(dtype)
+    summed = (partial[0] + partial[1] + partial[2]).reshape(groups, k, og).transpose(0, 2, 1)
+    for scale in (1.0, 2.0):
+        want = summed.reshape(cout, k) - weight * grad_sum[:, None]
+        want *= dtype(scale)
+        for threads in (1, 2):
+            out = np.full((cout, k), np.nan, dtype)
+            _adder.reduce_slots(partial.copy(), out, groups, True, threads, weight, grad_sum,
+                                scale)
+            np.testing.assert_array_equal(out, want)
+    out = np.empty((cout, k), dtype)
+    with pytest.raises(ValueError, match="go together"):
+        _adder.reduce_slots(partial.copy(), out, groups, True, 1, weight, None)
+    with pytest.raises(ValueError, match="go together"):
+        _adder.reduce_slots(partial.copy(), out, groups, False, 1, weight, grad_sum)
+    with pytest.raises(ValueError, match="weight must be"):
+        _adder.reduce_slots(partial.copy(), out, groups, True, 1, weight[:, :-1].copy(),
+                            grad_sum)

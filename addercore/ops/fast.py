@@ -174,7 +174,7 @@ def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", fil
     ``Σ_t clip(-D, -1, 1)·G``; ``sign`` (and ``exact`` for ℓ1): ``Σ_t -sgn(D)·G``; ``exact``
     for ℓ2: ``Σ_t -2·D·G``; gathered into the input positions (padding taps dropped).
     Allocates the two outputs; uses the cached patch workspace (threads × K·tile, < 1 MiB each),
-    the transposed filters, the rank-1 term and slot
+    the transposed filters and the slot
     partials (slots × Cout × K, slots = min(N, 16)).  The patches are packed once per image
     and shared by both gradients.
     """
@@ -190,22 +190,18 @@ def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", fil
         mode = _adder.INPUT_GRAD_SIGN
     filter_sign = filter_grad == "sign"
     geo = _geometry(x, weight, stride, padding, geometry)
-    grad_input, grad_weight, grad_sum = _tiled_backward(x, weight, grad_output, geo,
-                                                        filter_sign, mode)
-    if not filter_sign:
-        # the rank-1 term F·Σ G through a cached buffer: a fresh weight-sized temporary would
-        # be page-faulted in on every call, which at small output widths costs as much as
-        # the kernels (same arithmetic as grad_weight -= weight·Σ G)
-        rank1 = _workspace("rank1", weight.dtype, grad_weight.shape)
-        np.multiply(weight.reshape(grad_weight.shape), grad_sum[:, None], out=rank1)
-        grad_weight -= rank1
-        if norm == "l2":
-            grad_weight *= 2
+    # full: the rank-1 term F·Σ G (and ×2 for ℓ2) is applied by reduce_slots, chunk by chunk
+    # as the partial is transposed back (at small calls, separate passes over Cout·K cost as
+    # much as the kernels; the same operations as grad_weight -= weight·Σ G)
+    rank1_scale = None if filter_sign else (2.0 if norm == "l2" else 1.0)
+    grad_input, grad_weight = _tiled_backward(x, weight, grad_output, geo, filter_sign, mode,
+                                              rank1_scale)
     return grad_input, grad_weight.reshape(weight.shape)
 
 
-def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode):
-    """Run the tiled backward driver -> (grad_input, Σ_slots partial (Cout, K), Σ G (Cout,)).
+def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode, rank1_scale=None):
+    """Run the tiled backward driver -> (grad_input, grad_weight (Cout, K)): the slots'
+    partials summed, and with ``rank1_scale`` s, ``(Σ_slots partial - F·Σ G)·s``.
 
     Uses the cached per-thread workspaces and per-slot partial sums; N must be > 0."""
     n, cout, kh, kw, k = geo.n, geo.cout, geo.kh, geo.kw, geo.k
@@ -237,8 +233,12 @@ def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode):
     )
     # the full filter gradient's slots hold each group's (K, Cout/groups) block transposed
     grad_weight = np.empty((cout, k), dtype)
-    _adder.reduce_slots(partial, grad_weight, groups, not filter_sign, threads)
-    return grad_input, grad_weight, _sum_slots(partial_sum)
+    if rank1_scale is None:
+        _adder.reduce_slots(partial, grad_weight, groups, not filter_sign, threads)
+    else:
+        _adder.reduce_slots(partial, grad_weight, groups, True, threads, weight.reshape(cout, k),
+                            _sum_slots(partial_sum), rank1_scale)
+    return grad_input, grad_weight
 
 
 def _sum_slots(partial):
@@ -310,8 +310,8 @@ def conv2d_backward(x, weight, grad_output, stride=1, padding=0, geometry=None):
     if x.shape[0] == 0:
         return np.zeros_like(x), np.zeros_like(weight)
     geo = _geometry(x, weight, stride, padding, geometry)
-    grad_input, grad_weight, _ = _tiled_backward(x, weight, grad_output, geo, False,
-                                                 _adder.INPUT_GRAD_CONV)
+    grad_input, grad_weight = _tiled_backward(x, weight, grad_output, geo, False,
+                                              _adder.INPUT_GRAD_CONV)
     return grad_input, grad_weight.reshape(weight.shape)
 
 
