@@ -203,15 +203,31 @@ def _rate_fns(x, w, g, s, p):
     }
 
 
+def _timed(fn, clock):
+    """One measurement: a warm-up call (workspaces, caches), then the better of two calls."""
+    fn()
+    best = float("inf")
+    for _ in range(2):
+        t0 = clock()
+        fn()
+        best = min(best, clock() - t0)
+    return best
+
+
 def rate_table(rows, threads, repeat, cpu_clock):
     """G-taps/s of every (op, dtype, direction) for each row (label, N, Cin, Cout, H, W, k, s, p),
-    then each rate's ratio to the best of its column.
+    and each row's speed relative to the best row of its column.
 
-    Timing is **interleaved**: ``repeat`` rounds, each of which visits every row and call once
-    (a warm-up call, then the better of two timed calls) and each figure is the best over the
-    rounds.  A machine whose speed drifts over minutes (a shared VM; benchmarks/RESULTS.md,
-    "Kernel speed against output width") then slows one round of every row, not every repeat
-    of a run of consecutive rows, so the ratios between rows measure the kernels."""
+    Two estimates, both from ``repeat`` interleaved rounds:
+      * ``G-taps/s``: the best time of each cell over the rounds (absolute figures);
+      * ``paired``: every measurement of a row is bracketed by measurements of a reference
+        row (the middle row) of the same column, and the row's speed is divided by the mean
+        of the two reference speeds; the median of that over the rounds, relative to the
+        best row's, is the ratio reported (and the target of issue 14 §1, <= 1.3).
+    The paired ratio is what to read on a machine whose speed drifts (the 2-core VM changes
+    speed by up to 2x within a minute: benchmarks/RESULTS.md, "Kernel speed against output
+    width"): a slow or fast window then scales the row and its reference alike, where the
+    best-of-rounds ratio compares cells timed in different windows."""
     clock = time.thread_time if (cpu_clock and threads == 1) else time.perf_counter
     rng = np.random.default_rng(0)
     cases = []  # (label, taps, {(op, dt, d): fn})
@@ -225,34 +241,41 @@ def rate_table(rows, threads, repeat, cpu_clock):
             for (op, d), fn in _rate_fns(x, w, g, s, p).items():
                 fns[(op, dt, d)] = fn
         cases.append((label, n * cout * ho * wo * cin * k * k, fns))
+    ref_label, ref_taps, ref_fns = cases[len(cases) // 2]
     best_s = [{c: float("inf") for c in RATE_COLUMNS} for _ in cases]
+    paired = [{c: [] for c in RATE_COLUMNS} for _ in cases]  # rate / reference rate, per round
     with num_threads(threads):
         for rnd in range(repeat):
-            for (label, taps, fns), row_best in zip(cases, best_s):
-                for c in RATE_COLUMNS:
-                    fns[c]()  # warm-up: workspaces, caches
-                    for _ in range(2):
-                        t0 = clock()
-                        fns[c]()
-                        row_best[c] = min(row_best[c], clock() - t0)
-                if rnd == repeat - 1:
-                    print(f"  {label:24} " + " ".join(f"{taps / row_best[c] / 1e9:6.2f}"
-                                                       for c in RATE_COLUMNS), flush=True)
-            if rnd < repeat - 1:
-                print(f"  round {rnd + 1}/{repeat} done", flush=True)
+            for c in RATE_COLUMNS:
+                t_ref = _timed(ref_fns[c], clock)
+                for (label, taps, fns), row_best, row_paired in zip(cases, best_s, paired):
+                    t = _timed(fns[c], clock)
+                    t_ref_after = _timed(ref_fns[c], clock)
+                    row_best[c] = min(row_best[c], t)
+                    ref_rate = 0.5 * (ref_taps / t_ref + ref_taps / t_ref_after)
+                    row_paired[c].append(taps / t / ref_rate)
+                    t_ref = t_ref_after
+            print(f"  round {rnd + 1}/{repeat} done", flush=True)
     rates = [(label, {c: taps / b[c] / 1e9 for c in RATE_COLUMNS})
              for (label, taps, _), b in zip(cases, best_s)]
+    rel = [{c: float(np.median(r[c])) for c in RATE_COLUMNS} for r in paired]
     best = {c: max(r[c] for _, r in rates) for c in RATE_COLUMNS}
+    best_rel = {c: max(r[c] for r in rel) for c in RATE_COLUMNS}
     names = " ".join(f"{op[:3]}{dt[1:]}{d[0]}".rjust(6) for op, dt, d in RATE_COLUMNS)
-    print(f"# G-taps/s (best of {repeat} interleaved rounds), then ratio best/this per column "
-          f"(ad=adder l1, con=conv; 32/64 = float32/64; f/b = forward/backward)")
+    print(f"# G-taps/s (best of {repeat} interleaved rounds) | paired ratio: best row / this "
+          f"row, medians of speeds relative to the reference row {ref_label!r} timed "
+          f"around each measurement (ad=adder l1, con=conv; 32/64 = float32/64; "
+          f"f/b = forward/backward)")
     print(f"  {'shape':24} {names} | {names}")
-    for label, r in rates:
+    for (label, r), q in zip(rates, rel):
         print(f"  {label:24} " + " ".join(f"{r[c]:6.2f}" for c in RATE_COLUMNS) + " | "
-              + " ".join(f"{best[c] / r[c]:6.2f}" for c in RATE_COLUMNS))
-    worst = {c: max(best[c] / r[c] for _, r in rates) for c in RATE_COLUMNS}
-    print(f"  {'worst ratio':24} {'':{7 * len(RATE_COLUMNS) - 1}} | "
+              + " ".join(f"{best_rel[c] / q[c]:6.2f}" for c in RATE_COLUMNS))
+    worst = {c: max(best_rel[c] / q[c] for q in rel) for c in RATE_COLUMNS}
+    print(f"  {'worst paired ratio':24} {'':{7 * len(RATE_COLUMNS) - 1}} | "
           + " ".join(f"{worst[c]:6.2f}" for c in RATE_COLUMNS))
+    worst_best = {c: max(best[c] / r[c] for _, r in rates) for c in RATE_COLUMNS}
+    print(f"  {'(best-of-rounds ratio)':24} {'':{7 * len(RATE_COLUMNS) - 1}} | "
+          + " ".join(f"{worst_best[c]:6.2f}" for c in RATE_COLUMNS))
     return rates
 
 

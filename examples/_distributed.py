@@ -15,7 +15,7 @@ import sys
 
 from addercore.distributed import Communicator, MissingMPIError, world_size_from_environment
 from addercore.train import RunFolder, RunFolderError, TrainingInterrupted
-from addercore.train.distributed import DistributedTrainer
+from addercore.train.distributed import DistributedTrainer, MissingCheckpointError
 
 
 def wanted(args):
@@ -101,7 +101,11 @@ def _run(args, cli, comm):
                     f"statistics {'over the global batch (--sync-bn)' if config.sync_bn else 'per rank'}"
                     f", a rank waits at most {comm.timeout:.0f} s for the others")
         if args.resume:
-            trainer.resume()
+            try:
+                trainer.resume()  # checks the checkpoint (on every rank) before creating anything
+            except MissingCheckpointError as e:  # every rank alike: no abort needed
+                say(f"error: {e}")
+                return 1
         else:
             trainer.open_run()
         if root:

@@ -337,11 +337,11 @@ def _rank_pid(mpiexec_pid, rank):
     return None
 
 
-def _start_cli(tmp_path, data, timeout_s):
+def _start_cli(tmp_path, data, timeout_s, *extra):
     out = tmp_path / "run"
     cmd = [_mpiexec(), "-n", "2", sys.executable, str(CLI), "--data-dir", data, "--epochs", "3",
            "--train-subset", "64", "--test-subset", "10", "--batch-size", "32",
-           "--threads", "1", "--out", str(out), "--comm-timeout", str(timeout_s)]
+           "--threads", "1", "--out", str(out), "--comm-timeout", str(timeout_s), *extra]
     return out, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True, env=_env(), cwd=ROOT)
 
@@ -403,3 +403,15 @@ def test_hanging_rank_ends_the_job_after_the_comm_timeout(tmp_path):
     after = (out / "checkpoint.npz").read_bytes()
     read_checkpoint(out / "checkpoint.npz")
     assert after == before or len(after) > 0
+
+
+@pytest.mark.slow
+def test_two_rank_resume_without_checkpoint_ends_cleanly(tmp_path):
+    """--resume with no checkpoint under mpiexec: every rank ends with exit status 1 and the
+    message saying what to do, before any run folder is created (not an MPI_Abort)."""
+    _, _, data = cifar(64, 10)
+    out, proc = _start_cli(tmp_path, data, 60, "--resume")
+    text = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 1, text[-3000:]
+    assert "--resume: no checkpoint at" in text and "MPI_Abort" not in text, text[-3000:]
+    assert not out.exists()

@@ -50,6 +50,11 @@ __all__ = ["DistributedTrainer"]
 _LOSS_SUM, _CORRECT, _BAD_LOSS, _BAD_BUFFER, _SIGNAL, _HEAD = range(6)
 
 
+class MissingCheckpointError(FileNotFoundError):
+    """``--resume`` without a checkpoint, raised alike on every rank by
+    :meth:`DistributedTrainer.resume` (so callers may end every rank cleanly)."""
+
+
 class DistributedTrainer(Trainer):
     """:class:`~addercore.train.Trainer` of one rank of a data-parallel run over ``comm`` (a
     :class:`~addercore.distributed.Communicator`). Every rank constructs one with the same
@@ -131,9 +136,22 @@ class DistributedTrainer(Trainer):
         return self.comm.bcast_arrays(arrays, meta, what="checkpoint broadcast")
 
     def resume(self, path=None):
+        """:meth:`Trainer.resume` on every rank: rank 0 checks that the checkpoint exists
+        before anything is created and tells the others, so that a missing checkpoint raises
+        the same :class:`MissingCheckpointError` (a FileNotFoundError) on every rank (not an
+        abort with a run folder left)."""
         from pathlib import Path
 
         path = Path(path) if path is not None else self.ckpt_path
+        missing = None
+        if self.is_root and not path.exists():
+            try:
+                read_checkpoint(path)
+            except FileNotFoundError as e:  # the message says what to do
+                missing = str(e)
+        missing = self.comm.bcast_json(missing, what="checkpoint check")
+        if missing:
+            raise MissingCheckpointError(missing)
         try:
             self.open_run(resume=True)
             self._restore(path)
