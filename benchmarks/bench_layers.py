@@ -221,7 +221,7 @@ def rate_table(rows, threads, repeat, cpu_clock):
     Two estimates, both from ``repeat`` interleaved rounds:
       * ``G-taps/s``: the best time of each cell over the rounds (absolute figures);
       * ``paired``: every measurement of a row is bracketed by measurements of a reference
-        row (the middle row) of the same column, and the row's speed is divided by the mean
+        row (the row of median size) of the same column, and the row's speed is divided by the mean
         of the two reference speeds; the median of that over the rounds, relative to the
         best row's, is the ratio reported (and the target of issue 14 §1, <= 1.3).
     The paired ratio is what to read on a machine whose speed drifts (the 2-core VM changes
@@ -241,7 +241,7 @@ def rate_table(rows, threads, repeat, cpu_clock):
             for (op, d), fn in _rate_fns(x, w, g, s, p).items():
                 fns[(op, dt, d)] = fn
         cases.append((label, n * cout * ho * wo * cin * k * k, fns))
-    ref_label, ref_taps, ref_fns = cases[len(cases) // 2]
+    ref_label, ref_taps, ref_fns = sorted(cases, key=lambda case: case[1])[len(cases) // 2]
     best_s = [{c: float("inf") for c in RATE_COLUMNS} for _ in cases]
     paired = [{c: [] for c in RATE_COLUMNS} for _ in cases]  # rate / reference rate, per round
     with num_threads(threads):

@@ -8,3 +8,5 @@ python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py 
 python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py --no-download --model resnet20 --kind adder --filter-grad sign --epochs 10 --threads 1 --seed 0 --out /work/main/docs/results/resnet20_adder_sign_cifar10 --log-interval 60 --resume
 # 04:05 UTC stopped by SIGTERM at the end of session 4 at epoch 6 step 50 (mid-epoch checkpoint); resume with the current code:
 python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py --no-download --model resnet20 --kind adder --filter-grad sign --epochs 10 --threads 1 --seed 0 --out docs/results/resnet20_adder_sign_cifar10 --log-interval 60 --resume
+# 04:29 UTC session 5: resumed from a snapshot of commit 3d4ad4c, nice 19:
+python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py --no-download --model resnet20 --kind adder --filter-grad sign --epochs 10 --threads 1 --seed 0 --out /work/main/docs/results/resnet20_adder_sign_cifar10 --log-interval 60 --resume
