@@ -221,9 +221,9 @@ def rate_table(rows, threads, repeat, cpu_clock):
     Two estimates, both from ``repeat`` interleaved rounds:
       * ``G-taps/s``: the best time of each cell over the rounds (absolute figures);
       * ``paired``: every measurement of a row is bracketed by measurements of a reference
-        row (the row of median size) of the same column, and the row's speed is divided by the mean
-        of the two reference speeds; the median of that over the rounds, relative to the
-        best row's, is the ratio reported (and the target of issue 14 §1, <= 1.3).
+        row (the row of median size) of the same column, and the row's speed is divided by
+        the mean of the two reference speeds; the median of that over the rounds, relative
+        to the best row's, is the ratio reported (the target of issue 14 §1: <= 1.3).
     The paired ratio is what to read on a machine whose speed drifts (the 2-core VM changes
     speed by up to 2x within a minute: benchmarks/RESULTS.md, "Kernel speed against output
     width"): a slow or fast window then scales the row and its reference alike, where the
