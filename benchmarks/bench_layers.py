@@ -188,6 +188,17 @@ IMAGENET_LAYERS = [
     ("r50 512->512 3x3 @7", 512, 512, 7, 3, 1, 1),
 ]
 
+#: Issue 14's report (2 threads, float32, 3x3 s1 p1): the same work in transposed shapes, and
+#: 512 channels at width 7 vs 8 (label, N, C, H, W)
+ISSUE14_SHAPES = [
+    ("8x256 28x32", 8, 256, 28, 32),
+    ("8x256 32x28", 8, 256, 32, 28),
+    ("8x256 14x16", 8, 256, 14, 16),
+    ("8x256 16x14", 8, 256, 16, 14),
+    ("8x512 7x7", 8, 512, 7, 7),
+    ("8x512 8x8", 8, 512, 8, 8),
+]
+
 RATE_COLUMNS = [(op, dt, d) for op in ("adder", "conv") for dt in ("f32", "f64")
                 for d in ("fwd", "bwd")]
 
@@ -318,9 +329,11 @@ def main():
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--cpu-clock", action="store_true",
                         help="time 1-thread rows with the thread's CPU clock (shared machines)")
-    parser.add_argument("--shapes", choices=["cifar", "imagenet"], default="cifar",
+    parser.add_argument("--shapes", choices=["cifar", "imagenet", "issue14"], default="cifar",
                         help="cifar: the ResNet-20 table (default); imagenet: G-taps/s of the "
-                             "ResNet-18/50 ImageNet layers (batch --batch[0]) and ratio to best")
+                             "ResNet-18/50 ImageNet layers (batch --batch[0]) and ratio to best; "
+                             "issue14: the transposed shapes of issue 14's report, with ms per "
+                             "call")
     parser.add_argument("--widths", help="output-width sweep, e.g. 1-64 or 1-64:3 or 7,8,28: "
                                          "G-taps/s per width and ratio to the best width")
     parser.add_argument("--only", nargs="+", metavar="TEXT",
@@ -337,9 +350,12 @@ def main():
     print(f"# machine: {machine()}; numpy {np.__version__}; kernels: {fast.simd()}; "
           f"load average at start {os.getloadavg()[0]:.1f}; "
           f"1-thread clock: {'thread CPU time' if args.cpu_clock else 'wall'}")
-    if args.widths or args.shapes == "imagenet":
+    if args.widths or args.shapes in ("imagenet", "issue14"):
         for threads in args.threads:
-            if args.widths:
+            if args.shapes == "issue14":
+                print(f"# issue 14's shapes (N, C, H, W) -> C, 3x3 s1 p1, {threads} thread(s)")
+                rows = [(label, n, c, c, h, w, 3, 1, 1) for label, n, c, h, w in ISSUE14_SHAPES]
+            elif args.widths:
                 n, c, h = args.sweep
                 print(f"# width sweep: (N, C, H, W) = ({n}, {c}, {h}, W) -> {c}, 3x3 s1 p1, "
                       f"{threads} thread(s)")
@@ -349,7 +365,15 @@ def main():
                 rows = [(name, args.batch[0], cin, cout, h, h, k, s, p)
                         for name, cin, cout, h, k, s, p in IMAGENET_LAYERS
                         if not args.only or any(t in name for t in args.only)]
-            rate_table(rows, threads, args.repeat, args.cpu_clock)
+            rates = rate_table(rows, threads, args.repeat, args.cpu_clock)
+            if args.shapes == "issue14":
+                print("# ms per call (best of the rounds): adder f32 forward / backward, conv f32 "
+                      "forward / backward")
+                for (label, n, cin, cout, h, w, k, _, _), (_, r) in zip(rows, rates):
+                    taps = n * cout * h * w * cin * k * k  # s1 p1: Ho, Wo = H, W
+                    print(f"  {label:24} " + " / ".join(
+                        f"{taps / r[(op, 'f32', d)] / 1e6:7.1f}" for op in ("adder", "conv")
+                        for d in ("fwd", "bwd")))
         print(f"# load average at end {os.getloadavg()[0]:.1f}")
         return
     run(args.batch, args.threads, args.repeat, LAYERS, not args.no_torch, args.cpu_clock)
