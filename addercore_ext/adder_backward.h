@@ -154,20 +154,33 @@ static void FN(filter_grad_full_tile_t)(const T_IN *col, const T_ACC *g, long ld
             for (; p < P; p++) acc += gt[p];
             gsum[t] += acc;
         }
-        for (int t = 0; t < Cb; t++) {
-            const T_ACC *gt = g + (long)t * ldg;
-            for (long p = 0; p < P; p++) gT[p * Cb + t] = gt[p];
-        }
+        /* register-blocked (adder_transpose.h): a scalar column walk stores Cb·itemsize
+         * bytes apart and cost as much as the block arithmetic for short filters (1x1) */
+        FN(transpose)(g, ldg, Cb, (int)P, gT, Cb);
     }
     int k0 = 0;
     for (; k0 + FGT_KB <= K; k0 += FGT_KB)
         for (int t0 = 0; t0 < Cb; t0 += TV)
             FN(filter_grad_t_block)(col + (long)k0 * P, gT + t0, Cb, P, gwT + (long)k0 * ldw + t0,
                                     ldw, FGT_KB, first);
-    for (; k0 < K; k0++)
-        for (int t0 = 0; t0 < Cb; t0 += TV)
-            FN(filter_grad_t_block)(col + (long)k0 * P, gT + t0, Cb, P, gwT + (long)k0 * ldw + t0,
-                                    ldw, 1, first);
+    /* the last K mod FGT_KB taps in one block (each block size a compile-time constant):
+     * one tap at a time would re-stream gT per tap at a third of the arithmetic per load */
+    if (k0 < K)
+        for (int t0 = 0; t0 < Cb; t0 += TV) {
+            const T_IN *cp = col + (long)k0 * P;
+            T_ACC *wp = gwT + (long)k0 * ldw + t0;
+            switch (K - k0) {
+            case 1: FN(filter_grad_t_block)(cp, gT + t0, Cb, P, wp, ldw, 1, first); break;
+            case 2: FN(filter_grad_t_block)(cp, gT + t0, Cb, P, wp, ldw, 2, first); break;
+            case 3: FN(filter_grad_t_block)(cp, gT + t0, Cb, P, wp, ldw, 3, first); break;
+            case 4: FN(filter_grad_t_block)(cp, gT + t0, Cb, P, wp, ldw, 4, first); break;
+            case 5: FN(filter_grad_t_block)(cp, gT + t0, Cb, P, wp, ldw, 5, first); break;
+            default: /* only with an FGT_KB above 6 */
+                for (int k = k0; k < K; k++)
+                    FN(filter_grad_t_block)(col + (long)k * P, gT + t0, Cb, P,
+                                            gwT + (long)k * ldw + t0, ldw, 1, first);
+            }
+        }
     if (Cb < Cout)
         FN(filter_grad_full_tile)(col, g + (long)Cb * ldg, ldg, Cout - Cb, K, P, gwT + Cb, 1,
                                   ldw, NULL, first);
@@ -337,10 +350,7 @@ static void FN(filter_grad_sign_tile_t)(const T_IN *col, const T_IN *wT, const T
         FN(filter_grad_sign_tile)(col, wT, Cout, g, ldg, Cout, K, P, gw, K);
         return;
     }
-    for (int t = 0; t < Cb; t++) {
-        const T_ACC *gt = g + (long)t * ldg;
-        for (long p = 0; p < P; p++) gT[p * Cb + t] = gt[p];
-    }
+    FN(transpose)(g, ldg, Cb, (int)P, gT, Cb); /* gT[p, t] = g[t, p] (adder_transpose.h) */
     for (int t0 = 0; t0 < Cb; t0 += TV) {
         int k0 = 0;
         for (; k0 + SGT_KB <= K; k0 += SGT_KB)

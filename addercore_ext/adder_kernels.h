@@ -42,6 +42,7 @@
 #define ADDERCORE_ADDER_KERNELS_H
 
 #include "adder_simd.h"
+#include "adder_transpose.h" /* transpose_f32 / _f64: FN(transpose) in adder_backward.h */
 
 /* Instantiation
  * -------------
