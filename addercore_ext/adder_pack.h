@@ -107,6 +107,15 @@ static inline long FN(planes_rows)(int Ho, int kh, int sh, int dh)
     return (long)Ho + (long)(kh - 1) * dh / sh;
 }
 
+/* whether some tap row i < kh reads row phase f (i·dh mod sh == f): a 1x1 stride-2 layer
+ * reads phase 0 only, so its phase-1 planes are neither built nor folded back */
+static inline int FN(phase_used)(int f, int kh, int sh, int dh)
+{
+    for (int i = 0; i < kh; i++)
+        if ((i * dh) % sh == f) return 1;
+    return 0;
+}
+
 /* channel stride of the packing source (elements); C times this is its size */
 static inline long FN(source_channel_stride)(int H, int W, int kh, int kw, int sh, int sw,
                                              int ph, int pw, int dh, int Ho, int Wo)
@@ -148,6 +157,7 @@ static PACK_INLINE_LOOPS const T_IN *FN(pack_source)(const T_IN *restrict x, int
             FN(valid_columns)(Wo, W, sw, j * dw, pw, &w_lo, &w_hi);
             const long off = (long)j * dw - pw; /* input column of output column w: w·sw + off */
             for (int f = 0; f < sh; f++) {
+                if (!FN(phase_used)(f, kh, sh, dh)) continue; /* never read by pack_tile */
                 T_IN *d = xs + (((long)c * kw + j) * sh + f) * plane;
                 /* plane rows q whose input row q·sh + f - ph lies in [0, H) */
                 long q_lo = 0, q_hi = Qh;
@@ -248,6 +258,7 @@ static void FN(fold_planes_add)(const T_ACC *restrict ds, int C, int H, int W, i
             if (w_lo >= w_hi) continue;
             const long off = (long)j * dw - pw;
             for (int f = 0; f < sh; f++) {
+                if (!FN(phase_used)(f, kh, sh, dh)) continue; /* unpack_tile_add never wrote it */
                 const T_ACC *d = ds + (((long)c * kw + j) * sh + f) * plane;
                 /* the plane rows q whose image row q·sh + f - ph lies inside [0, H) */
                 const long q_lo = ph > f ? (ph - f + sh - 1) / sh : 0;
