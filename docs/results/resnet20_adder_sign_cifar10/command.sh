@@ -10,3 +10,5 @@ python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py 
 python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py --no-download --model resnet20 --kind adder --filter-grad sign --epochs 10 --threads 1 --seed 0 --out docs/results/resnet20_adder_sign_cifar10 --log-interval 60 --resume
 # 04:29 UTC session 5: resumed from a snapshot of commit 3d4ad4c, nice 19:
 python examples/train_cifar.py --data-dir /work/shared/data/cifar-10-batches-py --no-download --model resnet20 --kind adder --filter-grad sign --epochs 10 --threads 1 --seed 0 --out /work/main/docs/results/resnet20_adder_sign_cifar10 --log-interval 60 --resume
+# 06:28 UTC session 5: finished (10/10 epochs, test 10.27%); test accuracy after BatchNorm re-estimation on 2000 training images (bn_reestimated.json):
+python docs/results/bn_reestimate.py docs/results/resnet20_adder_sign_cifar10 --images 2000 --threads 2
