@@ -61,41 +61,36 @@ static inline void transpose4x4_f64(const double *src, long lds, double *dst, lo
     _mm256_storeu_pd(dst + 2 * ldd, _mm256_permute2f128_pd(t0, t2, 0x31));
     _mm256_storeu_pd(dst + 3 * ldd, _mm256_permute2f128_pd(t1, t3, 0x31));
 }
-#define ADDERCORE_TRANSPOSE_F32_BLOCK 8
-#define ADDERCORE_TRANSPOSE_F64_BLOCK 4
-#else
-#define ADDERCORE_TRANSPOSE_F32_BLOCK 0
-#define ADDERCORE_TRANSPOSE_F64_BLOCK 0
+#define ADDERCORE_HAVE_TRANSPOSE_BLOCKS 1
 #endif
 
-/* dst[c·ldd + r] = src[r·lds + c] for r < rows, c < cols (the blocks of design point 2, then
- * the edges element by element) */
+/* dst[c·ldd + r] = src[r·lds + c] for r < rows, c < cols: the blocks of design point 2 (B×B,
+ * BLOCK_FN), then the rows and columns past the last whole block element by element; without
+ * AVX only the element loop runs (rb = cb = 0). */
+#ifdef ADDERCORE_HAVE_TRANSPOSE_BLOCKS
+#define ADDERCORE_BLOCKED_PART(B, BLOCK_FN)                                                    \
+    rb = rows - rows % B;                                                                      \
+    cb = cols - cols % B;                                                                      \
+    for (int c0 = 0; c0 < cb; c0 += B)                                                         \
+        for (int r0 = 0; r0 < rb; r0 += B)                                                     \
+            BLOCK_FN(src + (long)r0 * lds + c0, lds, dst + (long)c0 * ldd + r0, ldd);
+#else
+#define ADDERCORE_BLOCKED_PART(B, BLOCK_FN)
+#endif
 #define ADDERCORE_DEFINE_TRANSPOSE(T, SUF, B, BLOCK_FN)                                          \
     static void transpose_##SUF(const T *src, long lds, int rows, int cols, T *dst, long ldd) \
     {                                                                                          \
-        const int rb = B > 0 ? rows - rows % (B > 0 ? B : 1) : 0;                              \
-        const int cb = B > 0 ? cols - cols % (B > 0 ? B : 1) : 0;                              \
-        for (int c0 = 0; c0 < cb; c0 += B) {                                                   \
-            for (int r0 = 0; r0 < rb; r0 += B)                                                 \
-                BLOCK_FN(src + (long)r0 * lds + c0, lds, dst + (long)c0 * ldd + r0, ldd);      \
-            for (int c = c0; c < c0 + B; c++) /* the rows past the last whole block */         \
-                for (int r = rb; r < rows; r++) dst[(long)c * ldd + r] = src[(long)r * lds + c]; \
-        }                                                                                      \
-        for (int c = cb; c < cols; c++) /* the columns past the last whole block */            \
+        int rb = 0, cb = 0;                                                                    \
+        ADDERCORE_BLOCKED_PART(B, BLOCK_FN)                                                    \
+        for (int c = 0; c < cb; c++) /* rows past the last whole block */                      \
+            for (int r = rb; r < rows; r++) dst[(long)c * ldd + r] = src[(long)r * lds + c];   \
+        for (int c = cb; c < cols; c++) /* columns past the last whole block */                \
             for (int r = 0; r < rows; r++) dst[(long)c * ldd + r] = src[(long)r * lds + c];    \
     }
 
-#if ADDERCORE_TRANSPOSE_F32_BLOCK > 0
-ADDERCORE_DEFINE_TRANSPOSE(float, f32, ADDERCORE_TRANSPOSE_F32_BLOCK, transpose8x8_f32)
-ADDERCORE_DEFINE_TRANSPOSE(double, f64, ADDERCORE_TRANSPOSE_F64_BLOCK, transpose4x4_f64)
-#else
-static inline void transpose_noblock_f32(const float *s, long ls, float *d, long ld)
-{ (void)s; (void)ls; (void)d; (void)ld; }
-static inline void transpose_noblock_f64(const double *s, long ls, double *d, long ld)
-{ (void)s; (void)ls; (void)d; (void)ld; }
-ADDERCORE_DEFINE_TRANSPOSE(float, f32, 0, transpose_noblock_f32)
-ADDERCORE_DEFINE_TRANSPOSE(double, f64, 0, transpose_noblock_f64)
-#endif
+ADDERCORE_DEFINE_TRANSPOSE(float, f32, 8, transpose8x8_f32)
+ADDERCORE_DEFINE_TRANSPOSE(double, f64, 4, transpose4x4_f64)
 #undef ADDERCORE_DEFINE_TRANSPOSE
+#undef ADDERCORE_BLOCKED_PART
 
 #endif /* ADDERCORE_TRANSPOSE_H */

@@ -174,8 +174,7 @@ def adder2d_backward(x, weight, grad_output, stride=1, padding=0, norm="l1", fil
     ``Σ_t clip(-D, -1, 1)·G``; ``sign`` (and ``exact`` for ℓ1): ``Σ_t -sgn(D)·G``; ``exact``
     for ℓ2: ``Σ_t -2·D·G``; gathered into the input positions (padding taps dropped).
     Allocates the two outputs; uses the cached patch workspace (threads × K·tile, < 1 MiB each),
-    the transposed filters and the slot
-    partials (slots × Cout × K, slots = min(N, 16)).  The patches are packed once per image
+    the transposed filters and the slot partials (slots × Cout × K, slots = min(N, 16)).  The patches are packed once per image
     and shared by both gradients.
     """
     if x.shape[0] == 0:
