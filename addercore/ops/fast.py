@@ -65,6 +65,9 @@ TILE_BYTES = {"forward": 128 * 1024, "backward": 1024 * 1024}
 #: streams every filter once; very short tiles of very long filters would make that dominate).
 TILE_MIN_BLOCKS = 2
 
+#: Workspaces start on a cache line (and per-thread rows of them too: see _workspace).
+ALIGN_BYTES = 64
+
 _INPUT_MODES = {
     "hardtanh": _adder.INPUT_GRAD_HARDTANH,
     "sign": _adder.INPUT_GRAD_SIGN,
@@ -83,16 +86,30 @@ def clear_workspaces():
     _local.__dict__.clear()
 
 
-def _workspace(name, dtype, shape, zero=False):
-    """A cached C-contiguous array of ``shape`` and ``dtype``; reallocated only when larger.
-    (A few microseconds at most: a small layer's whole call costs tens of them.)"""
+def _workspace(name, dtype, shape, zero=False, align_rows=False):
+    """A cached array of ``shape`` and ``dtype`` starting on a cache line (ALIGN_BYTES);
+    reallocated only when larger.  With ``align_rows`` (2-D, one row per thread) every row
+    starts on a cache line too: the rows are padded to whole lines, so the view may have more
+    columns than asked for (the drivers take rows at least as long as they need).  (A few
+    microseconds at most: a small layer's whole call costs tens of them.)
+
+    Why aligned: the kernels load whole vectors along a row; from numpy's 16-byte alignment
+    every other 32-byte load (every 64-byte one) straddles two cache lines, which the hot
+    loops pay for on every tap."""
     key = (name, dtype.char)
-    size = math.prod(shape)
+    per_line = ALIGN_BYTES // dtype.itemsize
+    alloc = shape
+    if align_rows:
+        rows, cols = shape
+        alloc = (rows, -(-cols // per_line) * per_line)
+    size = max(math.prod(alloc), 1)
     buf = _local.__dict__.get(key)
     if buf is None or buf.size < size:
-        buf = np.empty(max(size, 1), dtype=dtype)
+        raw = np.empty(size * dtype.itemsize + ALIGN_BYTES, dtype=np.uint8)
+        start = -raw.ctypes.data % ALIGN_BYTES
+        buf = raw[start:start + size * dtype.itemsize].view(dtype)
         _local.__dict__[key] = buf
-    view = buf[:size].reshape(shape)
+    view = buf[:math.prod(alloc)].reshape(alloc)
     if zero:
         view.fill(0)
     return view
@@ -159,8 +176,9 @@ def _tiled_forward(x, weight, y, geo, mode):
     threads = max(1, min(get_num_threads(), geo.n))
     tile = _tile_positions(k, x.itemsize, "forward")
     cap = _adder.tile_capacity(ho * wo, tile, x.itemsize)
-    col = _workspace("col", x.dtype, (threads, k * cap))
-    xpad = _workspace("padded_image", x.dtype, (threads, _source_size(geo) + _adder.PAD_SLACK))
+    col = _workspace("col", x.dtype, (threads, k * cap), align_rows=True)
+    xpad = _workspace("padded_image", x.dtype, (threads, _source_size(geo) + _adder.PAD_SLACK),
+                      align_rows=True)
     _adder.adder_forward(x, weight.reshape(geo.cout, -1), y, geo.kh, geo.kw, sh, sw, ph, pw,
                          mode, tile, col, xpad, threads, geo.groups, *geo.dilation)
 
@@ -211,10 +229,11 @@ def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode, rank1_
     threads = max(1, min(get_num_threads(), slots))
     tile = _tile_positions(k, x.itemsize, "backward", cout)
     cap = _adder.tile_capacity(ho * wo, tile, x.itemsize)
-    col = _workspace("col", dtype, (threads, max(k * cap, 1)))
-    g_t = _workspace("grad_output_t", dtype, (threads, max(2 * cout * cap, 1)))
+    col = _workspace("col", dtype, (threads, max(k * cap, 1)), align_rows=True)
+    g_t = _workspace("grad_output_t", dtype, (threads, max(2 * cout * cap, 1)), align_rows=True)
     # the column planes and their gradient
-    xpad = _workspace("padded_image", dtype, (threads, 2 * _source_size(geo) + _adder.PAD_SLACK))
+    xpad = _workspace("padded_image", dtype, (threads, 2 * _source_size(geo) + _adder.PAD_SLACK),
+                      align_rows=True)
     # the full filter gradient writes each slot's first tile (zeroing would cost a pass over
     # slots·Cout·K elements, as much as a small batch's kernels for long filters)
     partial = _workspace("partial_grad_weight", dtype, (slots, cout, k),
