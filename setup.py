@@ -28,10 +28,41 @@ HERE = Path(__file__).parent
 EXT_DIR = HERE / "addercore_ext"
 
 
+def branch_alignment_flags():
+    """Compiler flags that keep jumps off 32-byte boundaries on x86, if the toolchain has them.
+
+    Intel's microcode fix for the "JCC erratum" (Skylake to Cascade Lake server parts, the
+    Xeons of many cloud machines) stops caching decoded instructions for any 32-byte block
+    in which a jump crosses or ends on the boundary.  A hot loop whose closing cmp+jne lands
+    there runs from the legacy decoders: the float32 convolution's inner loop, identical
+    instruction for instruction, ran 1.3x slower after an unrelated edit moved it (issue 14,
+    benchmarks/RESULTS.md).  The assembler pads such jumps instead; on other CPUs the padding
+    is a few nops outside the loops' bodies."""
+    import platform
+    import shlex
+    import subprocess
+    import sysconfig
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return []
+    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    for flag in ("-Wa,-mbranches-within-32B-boundaries", "-mbranches-within-32B-boundaries"):
+        try:
+            probe = subprocess.run(cc + [flag, "-x", "c", "-c", "-", "-o", os.devnull],
+                                   input=b"int f(void) { return 0; }\n", capture_output=True,
+                                   timeout=120)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if probe.returncode == 0 and not probe.stderr.strip():
+            return [flag]
+    return []
+
+
 def extensions():
     from Cython.Build import cythonize
 
     compile_args = ["-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off"]
+    compile_args += branch_alignment_flags()
     link_args = ["-fopenmp"]
     march = os.environ.get("ADDERCORE_MARCH", "native")
     if march:
