@@ -3,8 +3,13 @@
 
 Design
 ------
-Work is split between OpenMP threads with ``prange(schedule="static")`` over units whose
-results do not depend on how many threads there are:
+Work is split between OpenMP threads over units whose results do not depend on how many
+threads there are, nor on which thread runs them (each unit writes only its own outputs or
+slot partial; the thread's workspaces are scratch).  The forward and backward hand the units
+out dynamically (``prange(schedule="dynamic")``): on a shared 2-vCPU machine one core is often
+slower for a while, and a static split made the other wait (a whole ResNet-20 step at 2
+threads, in one process against the static build: 3.5% faster, benchmarks/RESULTS.md).  The
+smaller passes (transposes, slot sums) keep static chunks.
 
 * forward: one unit = one image ``n``. The thread packs the image's patches, a tile of
   consecutive output positions at a time (whatever the output width: see adder_pack.h), into
@@ -87,9 +92,9 @@ cdef extern from "adder_kernels.h" nogil:
                              int Ho, int Wo, long p_lo, long p_hi, long cs, float *ds)
     void unpack_tile_add_f64(const double *dcol, long ldc, int C, int kh, int kw, int sh, int dh,
                              int Ho, int Wo, long p_lo, long p_hi, long cs, double *ds)
-    void fold_planes_add_f32(const float *ds, int C, int H, int W, int kh, int kw, int sh, int sw,
+    void fold_planes_f32(const float *ds, int C, int H, int W, int kh, int kw, int sh, int sw,
                              int ph, int pw, int dh, int dw, int Ho, int Wo, float *gx)
-    void fold_planes_add_f64(const double *ds, int C, int H, int W, int kh, int kw, int sh,
+    void fold_planes_f64(const double *ds, int C, int H, int W, int kh, int kw, int sh,
                              int sw, int ph, int pw, int dh, int dw, int Ho, int Wo, double *gx)
     const char *addercore_simd_name()
     int IG_HARDTANH, IG_SIGN, IG_L2, IG_CONV
@@ -243,13 +248,13 @@ cdef inline void _unpack_tile_add(const floating *dcol, long ldc, int C, int kh,
         unpack_tile_add_f64(dcol, ldc, C, kh, kw, sh, dh, Ho, Wo, p_lo, p_hi, cs, ds)
 
 
-cdef inline void _fold_planes_add(const floating *ds, int C, int H, int W, int kh, int kw,
+cdef inline void _fold_planes(const floating *ds, int C, int H, int W, int kh, int kw,
                                   int sh, int sw, int ph, int pw, int dh, int dw, int Ho, int Wo,
                                   floating *gx) noexcept nogil:
     if floating is float:
-        fold_planes_add_f32(ds, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, gx)
+        fold_planes_f32(ds, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, gx)
     else:
-        fold_planes_add_f64(ds, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, gx)
+        fold_planes_f64(ds, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, gx)
 
 
 cdef inline void _copy_tile(const floating *g, long ldg, int rows, long n, long ld,
@@ -330,7 +335,7 @@ def adder_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
         tid = openmp.omp_get_thread_num()
         col = &col_workspace[tid, 0]
         xp = &pad_workspace[tid, 0]
-        for n in prange(N, schedule="static"):
+        for n in prange(N, schedule="dynamic"):
             src = _source(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, xp)
             yn = &y[n, 0, 0, 0]
             for g in range(groups):
@@ -443,19 +448,24 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
         gb = gT + <long>Cout * cap
         xp = &pad_workspace[tid, 0]
         ds = xp + <long>C * cs  # the planes' gradient
-        for s in prange(S, schedule="static"):
+        for s in prange(S, schedule="dynamic"):
             n_lo = s * N // S
             n_hi = (s + 1) * N // S
             for n in range(n_lo, n_hi):
                 gx = &grad_input[n, 0, 0, 0]
-                for e in range(count):
-                    gx[e] = 0
                 if P == 0 or Cout == 0:
+                    for e in range(count):
+                        gx[e] = 0
                     continue
                 src = _source(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, xp)
-                # planes that are x itself (1x1 stride 1, no padding): their gradient is gx
+                # planes that are x itself (1x1 stride 1, no padding): their gradient is gx,
+                # which the tiles add into; otherwise into the planes' gradient, which
+                # _fold_planes then writes into gx (zeroing it channel by channel)
                 direct = src == &x[n, 0, 0, 0]
-                if not direct:
+                if direct:
+                    for e in range(count):
+                        gx[e] = 0
+                else:
                     for e in range(<Py_ssize_t>C * cs):
                         ds[e] = 0
                 for g in range(groups):
@@ -498,7 +508,7 @@ def adder_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                                          (gx if direct else ds) + <long>g * Cg * cs)
                         p_lo = p_hi
                 if not direct:
-                    _fold_planes_add(ds, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, gx)
+                    _fold_planes(ds, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, gx)
 
 
 cdef inline void _transpose_rows(const floating *src, long lds, int rows, int cols,

@@ -242,16 +242,19 @@ static void FN(unpack_tile_add)(const T_ACC *restrict dcol, long ldc, int C, int
 }
 
 /* Fold gradient planes dS (C·cs elements, as made by unpack_tile_add over a whole image) into
- * gx (C, H, W), accumulating: gx[c, q·sh + f - ph, w·sw + j·dw - pw] += dS[c][j][f][q][w]
- * for the entries inside the image (padding entries dropped), in the fixed order
- * (c, j, f, q, w).  Not needed when the source is x itself (then dS is gx). */
-static void FN(fold_planes_add)(const T_ACC *restrict ds, int C, int H, int W, int kh, int kw,
-                                int sh, int sw, int ph, int pw, int dh, int dw, int Ho, int Wo,
-                                T_ACC *restrict gx)
+ * gx (C, H, W), which it writes: gx[c] = 0, then gx[c, q·sh + f - ph, w·sw + j·dw - pw] +=
+ * dS[c][j][f][q][w] for the entries inside the image (padding entries dropped), in the fixed
+ * order (c, j, f, q, w).  Each channel is zeroed just before its terms are added, while it is
+ * in cache (zeroing the whole image first cost a separate pass over memory: 11% of a strided
+ * 1x1 layer's backward).  Not needed when the source is x itself (then dS is gx). */
+static void FN(fold_planes)(const T_ACC *restrict ds, int C, int H, int W, int kh, int kw,
+                            int sh, int sw, int ph, int pw, int dh, int dw, int Ho, int Wo,
+                            T_ACC *restrict gx)
 {
     const long Qh = FN(planes_rows)(Ho, kh, sh, dh), plane = Qh * Wo;
     for (int c = 0; c < C; c++) {
         T_ACC *gc = gx + (long)c * H * W;
+        memset(gc, 0, sizeof(T_ACC) * (size_t)H * W);
         for (int j = 0; j < kw; j++) {
             int w_lo, w_hi;
             FN(valid_columns)(Wo, W, sw, j * dw, pw, &w_lo, &w_hi);
