@@ -199,6 +199,15 @@ ISSUE14_SHAPES = [
     ("8x512 8x8", 8, 512, 8, 8),
 ]
 
+def same_work_widths(h, w, k):
+    """Input shapes (H', W') with about the pixels of (h, w) at other widths: w itself, w + 1,
+    2w, and 8 / 16 / 32 when they differ from those (at most 4w, at least the kernel), each
+    with H' = round(h·w / W') (at least the kernel).  The issue-14 question for one layer: does
+    the same work run slower at its real width than at another?"""
+    widths = [w, w + 1, 2 * w] + [v for v in (8, 16, 32) if v not in (w, w + 1, 2 * w)]
+    return [(max(k, round(h * w / v)), v) for v in widths if k <= v <= 4 * w]
+
+
 RATE_COLUMNS = [(op, dt, d) for op in ("adder", "conv") for dt in ("f32", "f64")
                 for d in ("fwd", "bwd")]
 
@@ -339,6 +348,10 @@ def main():
     parser.add_argument("--only", nargs="+", metavar="TEXT",
                         help="with --shapes imagenet: only the layers whose name contains one "
                              "of these strings (e.g. --only 1024 2048)")
+    parser.add_argument("--same-work", action="store_true",
+                        help="with --shapes imagenet: per layer, a table of the layer at its "
+                             "own shape and at other widths with about the same pixels "
+                             "(same_work_widths): the ratio of its own row is its width penalty")
     parser.add_argument("--sweep", type=int, nargs=3, default=[8, 64, 32],
                         metavar=("N", "C", "H"), help="layer of the width sweep: batch, "
                         "channels (in = out), input height (3x3 s1 p1; default 8 64 32, the "
@@ -360,6 +373,17 @@ def main():
                 print(f"# width sweep: (N, C, H, W) = ({n}, {c}, {h}, W) -> {c}, 3x3 s1 p1, "
                       f"{threads} thread(s)")
                 rows = [(f"W={w}", n, c, c, h, w, 3, 1, 1) for w in parse_widths(args.widths)]
+            elif args.same_work:
+                for name, cin, cout, h, k, s, p in IMAGENET_LAYERS:
+                    if args.only and not any(t in name for t in args.only):
+                        continue
+                    print(f"# {name}: the same layer at other widths, about the same pixels; "
+                          f"batch {args.batch[0]}, {threads} thread(s); first row: its own shape")
+                    rows = [(f"{hh}x{ww}" + (" (own)" if (hh, ww) == (h, h) else ""),
+                             args.batch[0], cin, cout, hh, ww, k, s, p)
+                            for hh, ww in same_work_widths(h, h, k)]
+                    rate_table(rows, threads, args.repeat, args.cpu_clock)
+                continue
             else:
                 print(f"# ResNet-18/50 ImageNet layers, batch {args.batch[0]}, {threads} thread(s)")
                 rows = [(name, args.batch[0], cin, cout, h, h, k, s, p)
