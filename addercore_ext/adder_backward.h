@@ -380,7 +380,7 @@ static void FN(filter_grad_sign_tile_t)(const T_IN *col, const T_IN *wT, const T
  * factor: IG_HARDTANH clip(·, -1, 1); IG_SIGN sgn(·); IG_L2 2·(·)  (the argument is -D);
  * IG_CONV: the convolution's col[k, p] <- Σ_t w[t, k]·g[t, p] (the patches are not read).
  * Block IG_KB taps × IG_PV vectors of positions; a block reads only its own patch entries,
- * so it can overwrite them.  Then unpack_tile_add / fold_planes_add (adder_pack.h) gather col
+ * so it can overwrite them.  Then unpack_tile_add / fold_planes (adder_pack.h) gather col
  * into the input gradient.
  * Columns up to P rounded up to whole vectors must exist in col and g (the padded tile:
  * pack_tile and copy_tile zero the columns past the tile; they are computed and ignored); the last vectors (< IG_PV) run in blocks of IG_KB1 taps ×

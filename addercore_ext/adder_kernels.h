@@ -33,7 +33,7 @@
  *     (filter_grad_sign_tile), which is exact per term;
  *   - input gradient: dcol[k, p] = Σ_t factor(-D)·G computed in place over col (a block
  *     reads only its own patch entries), then gathered into the planes' gradient
- *     (unpack_tile_add) and, once per image, into the input gradient (fold_planes_add).
+ *     (unpack_tile_add) and, once per image, into the input gradient (fold_planes).
  * Reductions inside a kernel run in a fixed order independent of threads; threads only ever
  * split work by image or by fixed "slots" of images (see _adder.pyx), so results are
  * bit-identical for any thread count.

@@ -10,6 +10,11 @@ is this checkout's).
 
     python benchmarks/ab_builds.py ../old layer 8 256 28 32 --cout 256 --kernel 3 --padding 1
     python benchmarks/ab_builds.py ../old step --batch 128 --threads 2
+    python benchmarks/ab_builds.py ../old0f7 forward-raw 8 256 28 32 --rows-driver
+
+``forward-raw`` calls the two modules' ``adder_forward`` driver directly on the same aligned
+workspaces (conv and ℓ1 modes); ``--rows-driver``: the other build is from before commit
+2a0e7cb, whose driver took output rows per tile instead of positions.
 """
 import argparse
 import glob
@@ -64,9 +69,13 @@ def main():
     layer.add_argument("--kernel", type=int, default=3)
     layer.add_argument("--stride", type=int, default=1)
     layer.add_argument("--padding", type=int, default=1)
+    raw = sub.add_parser("forward-raw", help="the forward driver itself, 3x3 s1 p1, float32")
+    raw.add_argument("shape", type=int, nargs=4, metavar=("N", "C", "H", "W"))
+    raw.add_argument("--rows-driver", action="store_true",
+                     help="the other build's adder_forward takes rows per tile (before 2a0e7cb)")
     step = sub.add_parser("step", help="a whole ResNet-20 AdderNet training step")
     step.add_argument("--batch", type=int, default=128)
-    for p in (layer, step):
+    for p in (layer, raw, step):
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
@@ -85,6 +94,28 @@ def main():
         with num_threads(args.threads):
             for label, fn in fns.items():
                 ab(fn, this, other, args.rounds, label)
+        return
+    if args.what == "forward-raw":
+        n, c, h, w = args.shape
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        wt = rng.standard_normal((c, c * 9)).astype(np.float32)
+        y = np.empty((n, c, h, w), np.float32)
+        tile = fast._tile_positions(c * 9, 4, "forward")
+        cap = this.tile_capacity(h * w, tile, 4)
+        col = fast._workspace("col", np.dtype(np.float32), (2, c * 9 * max(cap, w)),
+                              align_rows=True)
+        xp = fast._workspace("padded_image", np.dtype(np.float32),
+                             (2, 3 * c * (h + 2) * (w + 2) + 64), align_rows=True)
+        rows = max(1, tile // w)
+        for mode, label in ((this.FORWARD_CONV, "conv fwd"), (this.FORWARD_L1, "adder fwd")):
+            def call(mode=mode):
+                if fast._adder is other and args.rows_driver:
+                    other.adder_forward(x, wt, y, 3, 3, 1, 1, 1, 1, mode, rows, col, xp,
+                                        args.threads)
+                else:
+                    fast._adder.adder_forward(x, wt, y, 3, 3, 1, 1, 1, 1, mode, tile, col, xp,
+                                              args.threads)
+            ab(call, this, other, args.rounds, label)
         return
     from addercore import functional as F
     from addercore.models import resnet20

@@ -42,7 +42,7 @@ SHAPES = [
     (2, 3, 10, 32, 4, 1, 1, (2, 2), (0, 0)),
     (2, 2, 9, 20, 3, 3, 3, (2, 2), (0, 0)),
     # 1x1 with strides and padding: only row phase 0 of the column planes is read, built and
-    # folded back (pack_source / fold_planes_add skip the others)
+    # folded back (pack_source / fold_planes skip the others)
     (2, 3, 9, 10, 4, 1, 1, (2, 3), (1, 1)),
 ]
 IDS = [f"N{s[0]}C{s[1]}H{s[2]}W{s[3]}O{s[4]}k{s[5]}x{s[6]}s{s[7][0]}{s[7][1]}p{s[8][0]}{s[8][1]}"
