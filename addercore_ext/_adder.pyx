@@ -93,9 +93,9 @@ cdef extern from "adder_kernels.h" nogil:
     void unpack_tile_add_f64(const double *dcol, long ldc, int C, int kh, int kw, int sh, int dh,
                              int Ho, int Wo, long p_lo, long p_hi, long cs, double *ds)
     void fold_planes_f32(const float *ds, int C, int H, int W, int kh, int kw, int sh, int sw,
-                             int ph, int pw, int dh, int dw, int Ho, int Wo, float *gx)
-    void fold_planes_f64(const double *ds, int C, int H, int W, int kh, int kw, int sh,
-                             int sw, int ph, int pw, int dh, int dw, int Ho, int Wo, double *gx)
+                         int ph, int pw, int dh, int dw, int Ho, int Wo, float *gx)
+    void fold_planes_f64(const double *ds, int C, int H, int W, int kh, int kw, int sh, int sw,
+                         int ph, int pw, int dh, int dw, int Ho, int Wo, double *gx)
     const char *addercore_simd_name()
     int IG_HARDTANH, IG_SIGN, IG_L2, IG_CONV
     int FWD_L1, FWD_L2, FWD_DOT
@@ -249,8 +249,8 @@ cdef inline void _unpack_tile_add(const floating *dcol, long ldc, int C, int kh,
 
 
 cdef inline void _fold_planes(const floating *ds, int C, int H, int W, int kh, int kw,
-                                  int sh, int sw, int ph, int pw, int dh, int dw, int Ho, int Wo,
-                                  floating *gx) noexcept nogil:
+                              int sh, int sw, int ph, int pw, int dh, int dw, int Ho, int Wo,
+                              floating *gx) noexcept nogil:
     if floating is float:
         fold_planes_f32(ds, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, gx)
     else:

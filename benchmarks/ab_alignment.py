@@ -8,6 +8,7 @@ time(misaligned) / time(aligned).
     python benchmarks/ab_alignment.py 8 256 28 32 --threads 1
 """
 import argparse
+import time
 
 import numpy as np
 
@@ -23,7 +24,6 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    import time
     n, c, h, w = args.shape
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)

@@ -117,23 +117,9 @@ def main():
                                               args.threads)
             ab(call, this, other, args.rounds, label)
         return
-    from addercore import functional as F
-    from addercore.models import resnet20
-    from addercore.optim import SGD
-    from addercore.tensor import Tensor
+    from bench_resnet20 import step_functions  # benchmarks/ is this script's folder
     addercore.set_num_threads(args.threads)
-    model = resnet20(num_classes=10, kind="adder", rng=np.random.default_rng(1))
-    opt = SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
-    y = rng.integers(0, 10, args.batch)
-
-    def train_step():
-        model.train()
-        loss = F.cross_entropy(model(Tensor(x)), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
+    train_step, _ = step_functions("adder", args.batch)
     ab(train_step, this, other, args.rounds, "step")
 
 

@@ -35,14 +35,15 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def one(kind, batch, steps, threads):
+def step_functions(kind, batch):
+    """(train_step, infer) closures over a fresh ResNet-20 of ``kind`` and one fixed batch of
+    ``batch`` random float32 CIFAR-shaped images (also used by ab_builds.py)."""
     import addercore
     from addercore import functional as F
     from addercore.models import resnet20
     from addercore.optim import SGD
     from addercore.tensor import Tensor
 
-    addercore.set_num_threads(threads)
     rng = np.random.default_rng(0)
     model = resnet20(num_classes=10, kind=kind, rng=np.random.default_rng(1))
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -61,6 +62,14 @@ def one(kind, batch, steps, threads):
         with addercore.no_grad():
             model(Tensor(x))
 
+    return train_step, infer
+
+
+def one(kind, batch, steps, threads):
+    import addercore
+
+    addercore.set_num_threads(threads)
+    train_step, infer = step_functions(kind, batch)
     baseline = rss_now_mb()
     out = {"kind": kind, "batch": batch, "threads": threads, "backend": addercore.backend()}
     for name, fn in (("train", train_step), ("infer", infer)):
