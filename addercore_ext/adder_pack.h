@@ -138,6 +138,22 @@ static inline long FN(source_channel_stride)(int H, int W, int kh, int kw, int s
 #define PACK_NARROW 8 /* planes narrower than this are built column by column */
 #endif
 
+/* d[0, n) = s[0, n) (no overlap): whole vectors, the last one ending at n (it may overlap the
+ * previous one: the same values are stored twice), or element by element when n < VLANES.
+ * The plane rows of a CIFAR layer are 7-32 elements: gcc's vectorised loop ran them mostly
+ * through its scalar epilogue (1 cycle per element, 8% of an 8x8 layer's forward). */
+static inline __attribute__((always_inline)) void FN(copy_row)(T_IN *restrict d,
+                                                              const T_IN *restrict s, long n)
+{
+    if (VLANES > 1 && n >= VLANES) {
+        long q = 0;
+        for (; q + VLANES <= n; q += VLANES) VOP(store)(d + q, VOP(load)(s + q));
+        if (q < n) VOP(store)(d + n - VLANES, VOP(load)(s + n - VLANES));
+        return;
+    }
+    for (long q = 0; q < n; q++) d[q] = s[q];
+}
+
 /* S for image x (C, H, W) into xs (>= C·source_channel_stride elements); returns the source
  * the tiles are packed from (x itself for a 1x1 stride-1 unpadded layer, else xs).  Planes
  * and runs of rows that lie wholly on the padding are zeroed in one call each; only the rows
@@ -187,7 +203,7 @@ static PACK_INLINE_LOOPS const T_IN *FN(pack_source)(const T_IN *restrict x, int
                     T_IN *dq = d + q * Wo;
                     for (int w = 0; w < w_lo; w++) dq[w] = (T_IN)0;
                     if (sw == 1) {
-                        for (int w = w_lo; w < w_hi; w++) dq[w] = xrow[w + off];
+                        FN(copy_row)(dq + w_lo, xrow + w_lo + off, w_hi - w_lo);
                     } else {
                         for (int w = w_lo; w < w_hi; w++) dq[w] = xrow[(long)w * sw + off];
                     }
