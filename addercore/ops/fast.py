@@ -53,6 +53,17 @@ __all__ = [
 #: (and so the result) identical for any number of threads.
 MAX_BACKWARD_SLOTS = 16
 
+#: Fewest output positions per backward slot when the batch is small.  Each slot writes a
+#: (Cout, K) filter-gradient partial and reduce_slots reads it back: a fixed cost worth about
+#: 10-30 positions of kernel work, whatever Cout and K.  Slots of one 7x7 image (49 positions)
+#: or one width-1 column (32) lost 10-25% to it (issue 14 §1; RESULTS.md, "Session 8"), so a
+#: small batch gets fewer, longer slots (see _backward_slots).  Shapes only, never threads.
+MIN_SLOT_POSITIONS = 96
+
+#: Filter banks smaller than this (bytes) are transposed by one thread: waking the second
+#: costs more than it saves below ~1 MiB (36 K floats: 7 us on one thread, 16 us on two).
+TRANSPOSE_PARALLEL_BYTES = 1 << 20
+
 #: Bytes per tile (a tile is a run of consecutive output positions of one image) of what its
 #: kernels keep in the core's L2 cache: forward, the packed patches; backward, the patches,
 #: the grad_output tile and its transpose (see _tile_positions).  The backward's larger
@@ -225,7 +236,7 @@ def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode, rank1_
     (sh, sw), (ph, pw), (ho, wo) = geo.stride, geo.padding, geo.out_hw
     dtype = x.dtype
     grad_input = np.empty_like(x)
-    slots = min(n, MAX_BACKWARD_SLOTS)
+    slots = _backward_slots(n, ho * wo)
     threads = max(1, min(get_num_threads(), slots))
     tile = _tile_positions(k, x.itemsize, "backward", cout)
     cap = _adder.tile_capacity(ho * wo, tile, x.itemsize)
@@ -243,7 +254,7 @@ def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode, rank1_
     groups, og = geo.groups, geo.cout_group
     w_t = _workspace("weight_t", dtype, (groups, k, og))  # cached: see adder2d_backward
     _adder.transpose_filters(weight.reshape(cout, k), w_t.reshape(groups * k, og), groups,
-                             threads)
+                             threads if weight.nbytes >= TRANSPOSE_PARALLEL_BYTES else 1)
     _adder.adder_backward(
         x, w_t.reshape(groups * k, og), grad_output, grad_input, kh, kw, sh, sw, ph, pw,
         filter_sign, input_mode, tile, col, g_t, xpad, partial, partial_sum, threads,
@@ -257,6 +268,19 @@ def _tiled_backward(x, weight, grad_output, geo, filter_sign, input_mode, rank1_
         _adder.reduce_slots(partial, grad_weight, groups, True, threads, weight.reshape(cout, k),
                             _sum_slots(partial_sum), rank1_scale)
     return grad_input, grad_weight
+
+
+def _backward_slots(n, positions):
+    """Number of image slots of the backward for a batch of ``n`` images of ``positions``
+    output positions each: ``min(n, MAX_BACKWARD_SLOTS)``, unless that leaves fewer than
+    MIN_SLOT_POSITIONS positions per slot; then the largest power of two (so that 2, 4, 8
+    threads get equal shares) that does not, at least 1.  A function of the shapes only, so
+    the summation order, and the result, are the same for any thread count."""
+    full = min(n, MAX_BACKWARD_SLOTS)
+    fit = n * positions // MIN_SLOT_POSITIONS
+    if fit >= full:
+        return full
+    return 1 << (max(1, fit).bit_length() - 1)
 
 
 def _sum_slots(partial):
