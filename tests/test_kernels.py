@@ -121,6 +121,43 @@ def test_backward_many_slots():
             assert_close(a, b, dtype)
 
 
+def test_backward_slot_rule():
+    """min(N, 16) slots unless a slot would get fewer than MIN_SLOT_POSITIONS positions; then
+    the largest power of two that gives each at least that many (hand-computed, 96)."""
+    assert fast.MIN_SLOT_POSITIONS == 96 and fast.MAX_BACKWARD_SLOTS == 16
+    cases = {(256, 64): 16, (8, 1056): 8, (8, 196): 8, (8, 64): 4, (8, 49): 4, (8, 32): 2,
+             (16, 49): 8, (32, 49): 16, (12, 8): 1, (3, 40): 1, (1, 1): 1, (5, 1000): 5}
+    for (n, positions), slots in cases.items():
+        assert fast._backward_slots(n, positions) == slots, (n, positions)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(12, 3, 6, 8, 5), (8, 4, 4, 5, 6), (9, 2, 7, 1, 3)],
+                         ids=["4slots", "1slot", "width1"])
+def test_small_batch_slots_match_reference_and_threads(shape, dtype):
+    """Small batches of small maps (fewer slots than images): the reference's results, and
+    the same bits for 1, 2 and 3 threads."""
+    n, cin, h, w, cout = shape
+    x, weight, g, stride, padding = make((n, cin, h, w, cout, 3, 3, (1, 1), (1, 1)), dtype,
+                                         seed=n)
+    assert fast._backward_slots(n, h * w) < min(n, fast.MAX_BACKWARD_SLOTS)
+    results = []
+    for threads in (1, 2, 3):
+        with num_threads(threads):
+            out = list(fast.adder2d_backward(x, weight, g, stride, padding, "l1", "full",
+                                             "hardtanh"))
+            out += fast.conv2d_backward(x, weight, g, stride, padding)
+        results.append(out)
+    ref = list(reference.adder2d_backward(x, weight, g, stride, padding, "l1", "full",
+                                          "hardtanh"))
+    ref += reference.conv2d_backward(x, weight, g, stride, padding)
+    for a, b in zip(results[0], ref):
+        assert_close(a, b, dtype)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.tobytes() == b.tobytes()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bit_identical_across_thread_counts(dtype, tile_bytes):
     shape = (37, 4, 10, 9, 6, 3, 2, (2, 1), (1, 1))
