@@ -337,9 +337,13 @@ def _rank_pid(mpiexec_pid, rank):
     return None
 
 
-def _start_cli(tmp_path, data, timeout_s, *extra):
+def _start_cli(tmp_path, data, timeout_s, *extra, epochs=3):
+    """mpiexec -n 2 of the training CLI on 64 images (2 steps per epoch).  The tests that stop
+    or kill a rank after the first checkpoint ask for many epochs: on a fast machine 3 epochs
+    can end before the signal is sent (a rank that has exited cannot hang)."""
     out = tmp_path / "run"
-    cmd = [_mpiexec(), "-n", "2", sys.executable, str(CLI), "--data-dir", data, "--epochs", "3",
+    cmd = [_mpiexec(), "-n", "2", sys.executable, str(CLI), "--data-dir", data,
+           "--epochs", str(epochs),
            "--train-subset", "64", "--test-subset", "10", "--batch-size", "32",
            "--threads", "1", "--out", str(out), "--comm-timeout", str(timeout_s), *extra]
     return out, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -359,7 +363,7 @@ def _wait_for_checkpoint(proc, path, limit=300):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_killed_rank_ends_the_job_and_leaves_the_checkpoint(tmp_path):
     _, _, data = cifar(64, 10)
-    out, proc = _start_cli(tmp_path, data, 60)
+    out, proc = _start_cli(tmp_path, data, 60, epochs=1000)
     try:
         _wait_for_checkpoint(proc, out / "checkpoint.npz")
         pid = _rank_pid(proc.pid, 1)
@@ -383,7 +387,7 @@ def test_hanging_rank_ends_the_job_after_the_comm_timeout(tmp_path):
     """A rank that stops answering (SIGSTOP) makes the other give up after --comm-timeout
     seconds with a message, and MPI_Abort ends the job."""
     _, _, data = cifar(64, 10)
-    out, proc = _start_cli(tmp_path, data, 5)
+    out, proc = _start_cli(tmp_path, data, 5, epochs=1000)
     try:
         _wait_for_checkpoint(proc, out / "checkpoint.npz")
         before = (out / "checkpoint.npz").read_bytes()

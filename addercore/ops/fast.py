@@ -48,9 +48,9 @@ __all__ = [
     "clear_workspaces",
 ]
 
-#: Number of fixed image ranges ("slots") the backward reduces the filter gradient over. It
-#: depends on the batch size only, never on the thread count, which keeps the summation order
-#: (and so the result) identical for any number of threads.
+#: Most fixed image ranges ("slots") the backward reduces the filter gradient over.  Their
+#: number depends on the shapes only (_backward_slots), never on the thread count, which keeps
+#: the summation order (and so the result) identical for any number of threads.
 MAX_BACKWARD_SLOTS = 16
 
 #: Fewest output positions per backward slot when the batch is small.  Each slot writes a
