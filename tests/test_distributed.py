@@ -350,6 +350,24 @@ def _start_cli(tmp_path, data, timeout_s, *extra, epochs=3):
                                  text=True, env=_env(), cwd=ROOT)
 
 
+def _print_job_output(proc):
+    """On a failure before the job's output was read: end the job and print what it wrote,
+    with the processes it had (pytest shows a failing test's stdout)."""
+    tree = []
+    for pid in _descendants(proc.pid):
+        try:
+            tree.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes()[:120]))
+        except OSError:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        out = proc.communicate(timeout=30)[0] or ""
+    except (subprocess.TimeoutExpired, ValueError):  # ValueError: output already read
+        out = ""
+    print(f"job processes: {tree}\njob output (last 3000 characters):\n{out[-3000:]}")
+
+
 def _wait_for_checkpoint(proc, path, limit=300):
     t0 = time.monotonic()
     while not path.exists():
@@ -372,6 +390,9 @@ def test_killed_rank_ends_the_job_and_leaves_the_checkpoint(tmp_path):
         t0 = time.monotonic()
         text = proc.communicate(timeout=60)[0]  # the launcher ends the job at once
         assert time.monotonic() - t0 < 60
+    except BaseException:
+        _print_job_output(proc)
+        raise
     finally:
         proc.kill() if proc.poll() is None else None
     assert proc.returncode != 0
@@ -397,6 +418,9 @@ def test_hanging_rank_ends_the_job_after_the_comm_timeout(tmp_path):
         t0 = time.monotonic()
         text = proc.communicate(timeout=120)[0]
         waited = time.monotonic() - t0
+    except BaseException:
+        _print_job_output(proc)
+        raise
     finally:
         proc.kill() if proc.poll() is None else None
     assert proc.returncode != 0
