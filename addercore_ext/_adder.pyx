@@ -19,8 +19,8 @@ smaller passes (transposes, slot sums) keep static chunks.
   the numpy reference bit for bit).
 * backward: one unit = one *slot*, a fixed range of consecutive images (the number of slots
   depends on the shapes only, never on the thread count: ``fast._backward_slots``). The
-  thread packs each image of the slot (ascending), adds its filter-gradient contribution into the slot's own partial sum
-  ``partial_grad_weight[slot]`` and computes ``grad_input[n]`` (input gradient in place over
+  thread packs each image of the slot (ascending), adds its filter-gradient contribution into
+  the slot's own partial sum ``partial_grad_weight[slot]`` and computes ``grad_input[n]`` (input gradient in place over
   the packed patches, then col2im). The caller sums the slot partials in slot order. No
   atomics, no thread-count-dependent reduction: bit-identical results for 1, 2, 4... threads.
 

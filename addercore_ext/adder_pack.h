@@ -138,6 +138,18 @@ static inline long FN(source_channel_stride)(int H, int W, int kh, int kw, int s
 #define PACK_NARROW 8 /* planes narrower than this are built column by column */
 #endif
 
+/* plane rows [*q_lo, *q_hi) of row phase f whose input row q·sh + f - ph lies in [0, H) (the
+ * others lie wholly on the padding) */
+static inline void FN(rows_inside)(long Qh, int sh, int f, int ph, int H, long *q_lo,
+                                   long *q_hi)
+{
+    long lo = 0, hi = Qh;
+    while (lo < Qh && lo * sh + f - ph < 0) lo++;
+    while (hi > lo && (hi - 1) * sh + f - ph >= H) hi--;
+    *q_lo = lo;
+    *q_hi = hi;
+}
+
 /* d[0, n) = s[0, n) (no overlap): whole vectors, the last one ending at n (it may overlap the
  * previous one: the same values are stored twice), or element by element when n < VLANES.
  * The plane rows of a CIFAR layer are 7-32 elements: gcc's vectorised loop ran them mostly
@@ -184,16 +196,15 @@ static PACK_INLINE_LOOPS void FN(pack_source_rows)(const T_IN *restrict x, int C
 {
     const long Qh = FN(planes_rows)(Ho, kh, sh, dh), plane = Qh * Wo;
     const int Wp = W + 2 * pw;
-    T_IN row[PACK_ROW_MAX + 64];
+    T_IN row[PACK_ROW_MAX]; /* [0, pw) and [pw + W, Wp) stay 0; copy_row stays in [0, Wp) */
     for (int q = 0; q < pw; q++) row[q] = (T_IN)0;
     for (int q = pw + W; q < Wp; q++) row[q] = (T_IN)0;
     for (int c = 0; c < C; c++) {
         const T_IN *xc = x + (long)c * H * W;
         for (int f = 0; f < sh; f++) {
             if (!FN(phase_used)(f, kh, sh, dh)) continue; /* never read by pack_tile */
-            long q_lo = 0, q_hi = Qh;
-            while (q_lo < Qh && q_lo * sh + f - ph < 0) q_lo++;
-            while (q_hi > q_lo && (q_hi - 1) * sh + f - ph >= H) q_hi--;
+            long q_lo, q_hi;
+            FN(rows_inside)(Qh, sh, f, ph, H, &q_lo, &q_hi);
             for (int j = 0; j < kw; j++) {
                 T_IN *d = xs + (((long)c * kw + j) * sh + f) * plane;
                 FN(zero_row)(d, q_lo * Wo);
@@ -234,10 +245,8 @@ static PACK_INLINE_LOOPS const T_IN *FN(pack_source)(const T_IN *restrict x, int
             for (int f = 0; f < sh; f++) {
                 if (!FN(phase_used)(f, kh, sh, dh)) continue; /* never read by pack_tile */
                 T_IN *d = xs + (((long)c * kw + j) * sh + f) * plane;
-                /* plane rows q whose input row q·sh + f - ph lies in [0, H) */
-                long q_lo = 0, q_hi = Qh;
-                while (q_lo < Qh && q_lo * sh + f - ph < 0) q_lo++;
-                while (q_hi > q_lo && (q_hi - 1) * sh + f - ph >= H) q_hi--;
+                long q_lo, q_hi;
+                FN(rows_inside)(Qh, sh, f, ph, H, &q_lo, &q_hi);
                 if (w_lo >= w_hi || q_lo >= q_hi) {
                     memset(d, 0, sizeof(T_IN) * (size_t)plane);
                     continue;

@@ -200,6 +200,8 @@ def test_l1_sign_gradient_finite_differences():
     ((2, 6, 12, 12), 12, (1, 1), (1, 1), (0, 0), (1, 1), 3),    # grouped 1x1 (shuffle nets)
     ((2, 3, 11, 12), 4, (3, 2), (2, 1), (1, 2), (1, 3), 1),     # row stride 2, column
     # dilation 3, Wo = 13 >= 8: the staged-row packing (pack_source_rows) with row phases
+    ((1, 2, 3, 1030), 2, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # rows wider than PACK_ROW_MAX:
+    # the general plane path's whole-vector row copies
 ])
 def test_compiled_matches_reference(geo, dtype):
     xs, cout, k, s, p, d, groups = geo
